@@ -356,7 +356,7 @@ def check_scales(scales, dtype):
     bad = ~(scales <= np.float32(DTYPE_MAX[dtype])) | (bits >> 31 != 0)
     if bad.any():
         b = int(np.argmax(bad))
-        raise CorruptDataError(f"scale of bucket {b} is {scales[b]!r} (bits 0x{int(bits[b]):08x}):"
+        raise CorruptDataError(f"scale of bucket {b} is {float(scales[b])!r} (bits 0x{int(bits[b]):08x}):"
                                f" a scale must be +0.0 or a positive finite float32 no larger "
                                f"than the {dtype} maximum")
 
