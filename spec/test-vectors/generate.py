@@ -22,7 +22,16 @@ sys.path.insert(0, str(HERE.parent.parent))
 from qsgd_codec import format as fmt  # noqa: E402
 from qsgd_codec import reference as ref  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+import examples  # noqa: E402
+
 OUT = HERE / "v1"
+SPEC = HERE.parent / "wire-format.md"
+SPEC_KEY = "../../wire-format.md"
+
+
+def target_path(path):
+    return SPEC if path == SPEC_KEY else OUT / path
 
 
 def np_dtype(name):
@@ -412,16 +421,17 @@ def main():
     args = parser.parse_args()
     files = build()
     files["README.md"] = README.replace("TABLE", readme_table(files))
+    files[SPEC_KEY] = examples.render(SPEC.read_text())
     if args.check:
         stale = [p for p, text in files.items()
-                 if not (OUT / p).exists() or (OUT / p).read_text() != text]
+                 if not target_path(p).exists() or target_path(p).read_text() != text]
         if stale:
             print("stale or missing vectors:", *stale, sep="\n  ")
             return 1
         print(f"{len(files)} vector files up to date")
         return 0
     for path, text in files.items():
-        target = OUT / path
+        target = target_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     print(f"wrote {len(files)} files to {OUT}")
