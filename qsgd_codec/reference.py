@@ -71,7 +71,8 @@ def uniform(seed, index):
 
 def round_up_to_float32(y):
     """The smallest float32 >= y (y >= 0, binary64), as float32."""
-    f = np.float32(y)
+    with np.errstate(over="ignore"):
+        f = np.float32(y)                     # values past FLT_MAX become inf: refused later
     if np.isfinite(f) and float(f) < y:
         f = np.nextafter(f, np.float32(np.inf))
     return np.float32(f)
