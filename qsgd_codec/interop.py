@@ -1,46 +1,554 @@
 """Input handling: turn any framework's array into something the codec's backends take.
 
-One place decides what an input is (``classify``) and how it becomes a NumPy array
-(``as_host_array``).  `encode`, `decode(like=...)` and every collective go through here.
+One place decides what an input is (:func:`classify`) and how it becomes an array a backend
+can read: :func:`as_host_array` for host memory (a C-contiguous, native-byte-order NumPy
+array of a supported dtype) and :func:`as_device_array` for GPU memory (a Numba device array).
+:func:`decode_like` goes the other way and returns decoded values in the caller's framework
+and on the caller's device.  `encode`, `decode(like=...)` and every collective go through here.
+
+Accepted inputs, in the order they are recognised:
+
+- NumPy arrays (used as they are when C-contiguous and native-endian, else copied once);
+- PyTorch tensors (CPU: a zero-copy NumPy view, bfloat16 through a ``uint16`` view;
+  CUDA: the device path);
+- Numba device arrays and anything exposing ``__cuda_array_interface__`` (CuPy, PyTorch
+  CUDA, JAX GPU, ...): the device path, :mod:`qsgd_codec.cuda`;
+- objects exposing ``__array_interface__`` (zero-copy);
+- DLPack producers (``__dlpack__``): CPU ones are imported with ``numpy.from_dlpack``
+  (zero-copy), CUDA ones take the device path;
+- objects with ``__array__`` (JAX CPU arrays are zero-copy here);
+- the buffer protocol (``bytes``, ``array.array``, ``memoryview``, ...), typed by its format.
+
+This module never imports torch, jax, cupy or numba.cuda at import time: a framework is
+recognised by the module its type comes from, and imported only when one of its objects
+is in hand.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import format as fmt
 from .errors import DTypeError, ParameterError
 
+# DLPack device types (dlpack.h, DLDeviceType)
+DL_CPU = 1
+DL_CUDA = 2
+DL_CUDA_HOST = 3
+DL_ROCM = 10
+DL_CUDA_MANAGED = 13
+_DL_NAMES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal",
+             9: "vpi", 10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi",
+             15: "webgpu", 16: "hexagon", 17: "maia"}
+
+_TORCH_HOST_DTYPES = ("float16", "float32", "float64")
+
+
+# ----------------------------------------------------------------------------- classify
+
+def _type_root(x):
+    """The top-level package an object's type comes from ('torch', 'jaxlib', 'cupy', ...)."""
+    return (type(x).__module__ or "").partition(".")[0]
+
+
+def _is_torch(x):
+    return _type_root(x) == "torch" and hasattr(x, "data_ptr") and hasattr(x, "device")
+
+
+def _is_jax(x):
+    return _type_root(x) in ("jax", "jaxlib") and hasattr(x, "devices")
+
+
+def _is_cupy(x):
+    return _type_root(x) == "cupy"
+
+
+def _is_numba_device(x):
+    return _type_root(x) in ("numba", "numba_cuda") and hasattr(x, "copy_to_host")
+
+
+def _cuda_interface(x):
+    """x.__cuda_array_interface__, or None.  Some objects raise for CPU data: that is None."""
+    if isinstance(x, np.ndarray):
+        return None
+    try:
+        return getattr(x, "__cuda_array_interface__", None)
+    except Exception:  # torch raises AttributeError/TypeError for CPU or bf16 tensors
+        return None
+
+
+def _dlpack_device(x):
+    """(device_type, device_id) from x.__dlpack_device__(), or None."""
+    method = getattr(x, "__dlpack_device__", None)
+    if method is None:
+        return None
+    try:
+        kind, index = method()
+        return int(kind), int(index)
+    except Exception:
+        return None
+
+
+def classify(x):
+    """Name what ``x`` is: a pair ``(framework, device)``.
+
+    framework: 'numpy', 'torch', 'jax', 'cupy', 'numba', 'cuda_array_interface', 'dlpack',
+    'array_interface', 'array', 'buffer' or 'unknown'; device: 'cpu', 'cuda' or another
+    DLPack device name.  Nothing is copied and no framework is imported.
+    """
+    if isinstance(x, np.ndarray):
+        return "numpy", "cpu"
+    if _is_torch(x):
+        return "torch", str(x.device.type)
+    if _is_numba_device(x):
+        return "numba", "cuda"
+    if _is_cupy(x):
+        return "cupy", "cuda"
+    if _is_jax(x):
+        try:
+            platforms = {d.platform for d in x.devices()}
+        except Exception:
+            platforms = {"unknown"}
+        return "jax", ("cuda" if "gpu" in platforms or "cuda" in platforms else
+                       "cpu" if platforms == {"cpu"} else "/".join(sorted(platforms)))
+    if _cuda_interface(x) is not None:
+        return "cuda_array_interface", "cuda"
+    if hasattr(x, "__array_interface__"):
+        return "array_interface", "cpu"
+    dev = _dlpack_device(x) if hasattr(x, "__dlpack__") else None
+    if dev is not None:
+        return "dlpack", _DL_NAMES.get(dev[0], f"dlpack-device-{dev[0]}")
+    if hasattr(x, "__array__"):
+        return "array", "cpu"
+    try:
+        memoryview(x)
+    except TypeError:
+        return "unknown", "cpu"
+    return "buffer", "cpu"
+
 
 def is_device_array(x):
-    """True for GPU arrays: objects exposing __cuda_array_interface__ or numba device arrays."""
-    if hasattr(x, "__cuda_array_interface__"):
+    """True for GPU (CUDA) arrays: they go to :mod:`qsgd_codec.cuda`, never through the host.
+
+    Numba device arrays (also under the CUDA simulator), objects exposing
+    ``__cuda_array_interface__``, CUDA torch tensors, and DLPack producers on a CUDA device.
+    """
+    if isinstance(x, (np.ndarray, bytes, bytearray, memoryview)):
+        return False
+    if _is_numba_device(x):
         return True
-    module = type(x).__module__ or ""
-    return module.startswith("numba") and hasattr(x, "copy_to_host")
+    if _is_torch(x):
+        return x.device.type == "cuda"
+    if _cuda_interface(x) is not None:
+        return True
+    if hasattr(x, "__dlpack__") and not hasattr(x, "__array_interface__"):
+        dev = _dlpack_device(x)
+        return dev is not None and dev[0] in (DL_CUDA, DL_CUDA_MANAGED)
+    return False
+
+
+# ----------------------------------------------------------------------------- host inputs
+
+def _finish_host(arr, what):
+    """Check the dtype; return a C-contiguous, native-byte-order array of the same values."""
+    try:
+        fmt.dtype_name(arr.dtype)
+    except DTypeError:
+        hint = ""
+        if arr.dtype.kind in "iub" or arr.dtype.kind == "V" and arr.dtype.itemsize != 2:
+            hint = (" (a raw byte buffer carries no element type: view it as the float dtype "
+                    "first, for example numpy.frombuffer(buf, dtype=numpy.float32))")
+        elif arr.dtype.kind == "V" and arr.dtype.itemsize == 2:
+            hint = (" (bfloat16 data needs the ml_dtypes.bfloat16 dtype: pip install "
+                    "'qsgd_codec[bfloat16]')")
+        raise DTypeError(f"cannot encode {what} of dtype {arr.dtype}: the format carries "
+                         f"float16, bfloat16, float32 and float64{hint}") from None
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.c_contiguous:
+        # C order is the format's element order (spec 8.1): copy strided, Fortran-ordered
+        # and negatively strided inputs once, never read them with the wrong strides
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def _bfloat16_dtype():
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise DTypeError("bfloat16 tensors need the ml_dtypes package on the host path: "
+                         "pip install 'qsgd_codec[bfloat16]'") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _torch_unsigned16():
+    import torch
+    return getattr(torch, "uint16", torch.int16)
+
+
+def _torch_host_view(t, *, writable=False):
+    """A NumPy view (no copy) of a CPU torch tensor's memory, bfloat16 included."""
+    import torch
+    if t.device.type != "cpu":
+        raise ParameterError(f"torch tensors on device {t.device} are not supported: move the "
+                             f"tensor to the CPU, or to a CUDA device for the GPU path")
+    if t.layout != torch.strided:
+        raise ParameterError(f"torch tensors with layout {t.layout} are not supported: call "
+                             f".to_dense() first")
+    if not writable:
+        t = t.detach()
+    elif t.requires_grad:
+        raise ParameterError("out is a torch tensor that requires grad: pass out.detach()")
+    name = str(t.dtype).removeprefix("torch.")
+    if name == "bfloat16":
+        bf16 = _bfloat16_dtype()
+        return t.view(_torch_unsigned16()).numpy().view(bf16)
+    if name not in _TORCH_HOST_DTYPES:
+        raise DTypeError(f"torch dtype {t.dtype} is not supported: the format carries "
+                         f"float16, bfloat16, float32 and float64")
+    return t.numpy()
+
+
+def _host_view(x, what="an object"):
+    """A NumPy array over x's host memory (zero-copy where the protocol allows)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        return _torch_host_view(x)
+    if hasattr(x, "__array_interface__"):
+        return np.asarray(x)
+    dev = _dlpack_device(x) if hasattr(x, "__dlpack__") else None
+    if dev is not None and dev[0] not in (DL_CPU, DL_CUDA_HOST):
+        name = _DL_NAMES.get(dev[0], str(dev[0]))
+        raise ParameterError(f"cannot read {what} on DLPack device '{name}': only host "
+                             f"memory and CUDA devices are supported")
+    if dev is not None:
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            if not hasattr(x, "__array__"):  # e.g. bfloat16, which DLPack cannot describe
+                raise ParameterError(f"cannot import {what} of type {type(x).__name__} through "
+                                     f"DLPack") from None
+    if hasattr(x, "__array__"):
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            raise DTypeError(f"{what} of type {type(x).__name__} converts to an object array")
+        return arr
+    try:
+        return np.asarray(memoryview(x))
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        raise ParameterError(
+            f"cannot use {what} of type {type(x).__name__}: pass a NumPy array, a buffer, or an "
+            f"object with __array_interface__, __dlpack__ or __cuda_array_interface__ "
+            f"({exc})") from None
 
 
 def as_host_array(x):
-    """A NumPy view (or, for non-NumPy objects, array) of a host input, dtype checked."""
-    if isinstance(x, np.ndarray):
-        arr = x
-    elif hasattr(x, "__array_interface__") or hasattr(x, "__array__"):
-        arr = np.asarray(x)
-    elif hasattr(x, "__dlpack__"):
-        arr = np.from_dlpack(x)
+    """A NumPy array of a host input: supported dtype, native byte order, C-contiguous.
+
+    A view (no copy) when the input already is C-contiguous and native-endian: NumPy
+    arrays, CPU torch tensors, JAX CPU arrays, DLPack CPU producers, ``__array_interface__``
+    objects and buffers.  Any other layout is copied once into C order, so the values
+    reach the encoder in the format's element order.  Raises :class:`DTypeError` for an
+    unsupported dtype and :class:`ParameterError` for an object it cannot read.
+    """
+    if is_device_array(x):
+        raise ParameterError(f"{type(x).__name__} is a GPU array: encode it with "
+                             f"qsgd_codec.encode, which uses the CUDA path, or copy it to the "
+                             f"host first")
+    return _finish_host(_host_view(x, "the input"), "an array")
+
+
+def as_host_out(out):
+    """A writable NumPy view sharing memory with ``out`` (never a copy), for ``decode(out=)``.
+
+    Accepts NumPy arrays, CPU torch tensors (bfloat16 included) and writable objects
+    exposing ``__array_interface__`` or the buffer protocol.  Writing into a copy would lose
+    the result silently, so anything that cannot be viewed raises :class:`ParameterError`.
+    """
+    if isinstance(out, np.ndarray):
+        arr = out
+    elif _is_torch(out):
+        arr = _torch_host_view(out, writable=True)
+    elif hasattr(out, "__array_interface__"):
+        arr = np.asarray(out)
     else:
         try:
-            arr = np.asarray(memoryview(x))
+            arr = np.asarray(memoryview(out))
         except TypeError:
-            raise ParameterError(f"cannot encode an object of type {type(x).__name__}: pass a "
-                                 f"NumPy array, a buffer, or an object with __array_interface__"
-                                 f", __dlpack__ or __cuda_array_interface__") from None
+            raise ParameterError(f"out of type {type(out).__name__} cannot be written in "
+                                 f"place: pass a NumPy array, a CPU torch tensor or a "
+                                 f"writable buffer") from None
+    if not arr.flags.writeable:
+        raise ParameterError("out is read-only")
     fmt.dtype_name(arr.dtype)
     return arr
 
 
-def decode_like(data, like, *, max_elements=None):
-    """Decode ``data`` into an array of ``like``'s framework and device."""
+# ----------------------------------------------------------------------------- device inputs
+
+@dataclass(frozen=True)
+class CudaArrayInfo:
+    """A validated ``__cuda_array_interface__`` (version 0..3)."""
+
+    ptr: int
+    shape: tuple
+    strides: tuple  # in bytes; None means C-contiguous
+    dtype: np.dtype
+    readonly: bool
+    stream: object
+    version: int
+
+    @property
+    def size(self):
+        n = 1
+        for extent in self.shape:
+            n *= extent
+        return n
+
+    @property
+    def c_contiguous(self):
+        if self.strides is None or self.size <= 1:
+            return True
+        expected = self.dtype.itemsize
+        for extent, stride in zip(reversed(self.shape), reversed(self.strides)):
+            if extent != 1 and stride != expected:
+                return False
+            expected *= extent
+        return True
+
+
+def cuda_array_info(x):
+    """Read and check ``x.__cuda_array_interface__``; return a :class:`CudaArrayInfo`.
+
+    Rejects (ParameterError) masked arrays and malformed interfaces, and (DTypeError)
+    element types the format does not carry.
+    """
+    iface = x if isinstance(x, dict) else _cuda_interface(x)
+    if not isinstance(iface, dict):
+        raise ParameterError(f"{type(x).__name__} does not expose __cuda_array_interface__")
+    try:
+        shape = tuple(int(v) for v in iface["shape"])
+        typestr = iface["typestr"]
+        ptr, readonly = iface["data"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParameterError(f"malformed __cuda_array_interface__: {exc!r}") from None
+    if any(v < 0 for v in shape):
+        raise ParameterError(f"__cuda_array_interface__ shape {shape} has a negative extent")
+    if iface.get("mask") is not None:
+        raise ParameterError("masked CUDA arrays are not supported")
+    strides = iface.get("strides")
+    if strides is not None:
+        strides = tuple(int(v) for v in strides)
+        if len(strides) != len(shape):
+            raise ParameterError(f"__cuda_array_interface__ strides {strides} do not match "
+                                 f"shape {shape}")
+    try:
+        dtype = np.dtype(typestr)
+    except TypeError:
+        raise DTypeError(f"unknown __cuda_array_interface__ typestr {typestr!r}") from None
+    fmt.dtype_name(dtype)
+    n = 1
+    for extent in shape:
+        n *= extent
+    if ptr is None or (ptr == 0 and n > 0):
+        raise ParameterError("__cuda_array_interface__ has a null data pointer")
+    return CudaArrayInfo(int(ptr or 0), shape, strides, dtype, bool(readonly),
+                         iface.get("stream"), int(iface.get("version", 0)))
+
+
+class _HostInterface:
+    """Expose a CUDA-array-interface description as a NumPy ``__array_interface__``."""
+
+    def __init__(self, info, owner):
+        self._owner = owner  # keep the memory alive
+        self.__array_interface__ = {
+            "shape": info.shape, "typestr": info.dtype.str, "data": (info.ptr, info.readonly),
+            "strides": info.strides, "version": 3,
+        }
+
+
+def _simulated():
+    import sys
+    numba = sys.modules.get("numba")
+    config = getattr(getattr(numba, "core", None), "config", None)
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
+
+
+def as_device_array(x):
+    """A Numba CUDA device array viewing ``x``'s memory (no copy), for the CUDA kernels.
+
+    Takes Numba device arrays, anything exposing ``__cuda_array_interface__`` and CUDA torch
+    tensors (bfloat16 ones through an ``int16`` view).  Returns ``(device_array, dtype_name)``:
+    the format's dtype name travels separately because the interface cannot describe
+    bfloat16.  Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the pointer of a
+    ``__cuda_array_interface__`` is host memory and is wrapped as a simulated device array,
+    which lets the GPU path run in tests on machines without a GPU.
+    """
+    from numba import cuda
+    dtype_name = None
+    if _is_numba_device(x):
+        fmt.dtype_name(x.dtype)
+        return x, fmt.dtype_name(x.dtype)
+    if _is_torch(x) and str(x.dtype) == "torch.bfloat16":
+        import torch
+        x = x.detach().view(torch.int16)
+        dtype_name = "bfloat16"
+    elif _is_torch(x):
+        x = x.detach()
+    if _cuda_interface(x) is None:
+        dev = _dlpack_device(x)
+        if dev is not None and dev[0] in (DL_CUDA, DL_CUDA_MANAGED):
+            try:
+                import cupy
+            except ImportError:
+                raise ParameterError(f"{type(x).__name__} is a CUDA DLPack array without "
+                                     f"__cuda_array_interface__; install cupy to import "
+                                     f"it") from None
+            x = cupy.from_dlpack(x)
+        else:
+            raise ParameterError(f"{type(x).__name__} is not a CUDA array")
+    if dtype_name is None:
+        dtype_name = fmt.dtype_name(cuda_array_info(x).dtype)
+    if _simulated():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        info = cuda_array_info(x)
+        host = np.asarray(_HostInterface(info, x))
+        return FakeCUDAArray(host), dtype_name
+    return cuda.as_cuda_array(x), dtype_name
+
+
+# ----------------------------------------------------------------------------- decode_like
+
+def _peek_header(data, max_elements):
+    """The header, checked (limit included) but for the CRC, which the decoder verifies."""
+    limit = fmt.DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
+    return fmt.parse_header(data, max_elements=limit, verify_checksum=False)
+
+
+def _decode_host(data, max_elements):
     from .api import decode
-    result = decode(data, max_elements=max_elements)
-    if isinstance(like, np.ndarray):
-        return result
-    raise ParameterError(f"decode(like=...) does not know objects of type {type(like).__name__}")
+    return decode(data, max_elements=max_elements)
+
+
+def _decode_host_bits(data, max_elements):
+    """Decoded values as raw bit patterns (uint16/32/64), shape set: no ml_dtypes needed."""
+    header = _peek_header(data, max_elements)
+    if header.dtype == "bfloat16":
+        try:
+            import ml_dtypes  # noqa: F401
+        except ImportError:
+            from . import reference
+            limit = fmt.DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
+            header, bits = reference.decode_bits(data, max_elements=limit)
+            return header, bits.reshape(header.shape)
+    values = _decode_host(data, max_elements)
+    return header, values.view(fmt.bits_dtype(header.dtype))
+
+
+def _cuda_module():
+    """qsgd_codec.cuda when a CUDA device (or the simulator) is usable, else None."""
+    try:
+        from . import cuda as qcuda
+        from numba import cuda
+        if not cuda.is_available():
+            return None
+    except Exception:
+        return None
+    return qcuda
+
+
+def _decode_torch(data, like, max_elements):
+    import torch
+    device = like.device
+    if device.type == "cuda":
+        qcuda = _cuda_module()
+        if qcuda is not None:
+            header = _peek_header(data, max_elements)
+            dtype = getattr(torch, header.dtype)
+            out = torch.empty(header.shape, dtype=dtype, device=device)
+            qcuda.decode_device(data, out=out, max_elements=max_elements)
+            return out
+    header, bits = _decode_host_bits(data, max_elements)
+    if not bits.flags.writeable:
+        bits = bits.copy()
+    if header.dtype == "bfloat16":
+        result = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+    else:
+        result = torch.from_numpy(bits.view(np.dtype(header.dtype)))
+    return result if device.type == "cpu" else result.to(device)
+
+
+def _decode_jax(data, like, max_elements):
+    import jax
+    host = _decode_host(data, max_elements)
+    try:
+        devices = list(like.devices())
+    except Exception:
+        devices = []
+    if len(devices) == 1:
+        return jax.device_put(host, devices[0])
+    return jax.numpy.asarray(host)
+
+
+def _decode_cupy(data, like, max_elements):
+    import cupy
+    qcuda = _cuda_module()
+    if qcuda is not None:
+        header = _peek_header(data, max_elements)
+        if header.dtype != "bfloat16":
+            with cupy.cuda.Device(like.device.id):
+                out = cupy.empty(header.shape, dtype=header.dtype)
+            qcuda.decode_device(data, out=out, max_elements=max_elements)
+            return out
+    host = _decode_host(data, max_elements)
+    with cupy.cuda.Device(like.device.id):
+        return cupy.asarray(host)
+
+
+def _decode_numba(data, max_elements):
+    qcuda = _cuda_module()
+    if qcuda is None:
+        raise ParameterError("decode(like=<CUDA array>) needs a CUDA device and numba-cuda "
+                             "(pip install 'qsgd_codec[cuda]')")
+    from numba import cuda
+    header = _peek_header(data, max_elements)
+    if header.dtype == "bfloat16":
+        raise ParameterError("decoding bfloat16 into a Numba device array is not supported: "
+                             "Numba has no bfloat16 arrays")
+    out = cuda.device_array(header.shape, dtype=np.dtype(header.dtype))
+    qcuda.decode_device(data, out=out, max_elements=max_elements)
+    return out
+
+
+def decode_like(data, like, *, max_elements=None):
+    """Decode ``data`` into an array of ``like``'s framework and on ``like``'s device.
+
+    - NumPy arrays, buffers, ``__array_interface__`` objects: a NumPy array;
+    - torch tensors: a torch tensor on ``like.device`` (CPU: zero-copy over the decoded
+      NumPy array; bfloat16 through a 16-bit integer view; CUDA: decoded on the device by
+      :mod:`qsgd_codec.cuda` when available, else on the host and copied);
+    - JAX arrays: a JAX array on ``like``'s device;
+    - CuPy arrays, Numba device arrays, other ``__cuda_array_interface__`` objects: decoded
+      on the GPU by :mod:`qsgd_codec.cuda`;
+    - other DLPack producers with ``__array_namespace__``: that namespace's ``asarray``.
+
+    The result has the message's dtype and shape (``like`` only picks framework and
+    device); ``max_elements`` bounds the allocation as in :func:`qsgd_codec.decode`.
+    """
+    framework, _device = classify(like)
+    if framework in ("numpy", "array_interface", "buffer"):
+        return _decode_host(data, max_elements)
+    if framework == "torch":
+        return _decode_torch(data, like, max_elements)
+    if framework == "jax":
+        return _decode_jax(data, like, max_elements)
+    if framework == "cupy":
+        return _decode_cupy(data, like, max_elements)
+    if framework in ("numba", "cuda_array_interface"):
+        return _decode_numba(data, max_elements)
+    if framework in ("dlpack", "array") and hasattr(like, "__array_namespace__"):
+        host = _decode_host(data, max_elements)
+        return like.__array_namespace__().asarray(host)
+    raise ParameterError(f"decode(like=...) does not know objects of type "
+                         f"{type(like).__name__}: pass a NumPy, torch, JAX or CuPy array")
