@@ -9,7 +9,7 @@ The wire format is specified in spec/wire-format.md; :mod:`qsgd_codec.reference`
 readable oracle.  Importing this package imports only NumPy and Numba.
 """
 
-from .api import decode, encode, inspect
+from .api import decode, encode, inspect, max_encoded_size, warmup
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
 from .format import MAJOR as FORMAT_MAJOR, MINOR as FORMAT_MINOR
@@ -17,4 +17,4 @@ from .format import MAJOR as FORMAT_MAJOR, MINOR as FORMAT_MINOR
 __version__ = "0.1.0"
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
-__all__ = ["encode", "decode", "inspect", "FORMAT_VERSION", "__version__", *_errors_all]
+__all__ = ["encode", "decode", "inspect", "max_encoded_size", "warmup", "FORMAT_VERSION", "__version__", *_errors_all]

@@ -185,9 +185,9 @@ def check_params(bucket_size, scale, coding, seed):
     d = int(bucket_size)
     if not 1 <= d <= MAX_BUCKET_SIZE:
         raise ParameterError(f"bucket_size must be in 1..{MAX_BUCKET_SIZE}, got {d}")
-    if scale not in SCALE_CODES:
+    if not isinstance(scale, str) or scale not in SCALE_CODES:
         raise ParameterError(f"scale must be one of {sorted(SCALE_CODES)}, got {scale!r}")
-    if coding not in CODING_CODES:
+    if not isinstance(coding, str) or coding not in CODING_CODES:
         raise ParameterError(f"coding must be one of {sorted(CODING_CODES)}, got {coding!r}")
     if seed is None:
         seed = DEFAULT_SEED
@@ -255,6 +255,25 @@ def crc32(*chunks):
     return crc & 0xFFFFFFFF
 
 
+def byte_view(data):
+    """A flat uint8 memoryview of a bytes-like message (any buffer: bytes, bytearray,
+    memoryview, a NumPy array of any dtype and shape), so offsets are always in bytes.
+
+    Raises ParameterError for an object that is not a contiguous buffer.
+    """
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise ParameterError(f"a QSGD message must be a bytes-like object, got "
+                             f"{type(data).__name__}") from None
+    if not mv.c_contiguous:
+        raise ParameterError("a QSGD message must be a contiguous buffer; pass bytes(...) or "
+                             "numpy.ascontiguousarray(...)")
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv
+
+
 def parse_header(data, *, max_elements=DEFAULT_MAX_ELEMENTS, verify_checksum=True):
     """Parse and validate a message's header (spec 3.4, 5.3 for dense, 7).
 
@@ -262,7 +281,11 @@ def parse_header(data, *, max_elements=DEFAULT_MAX_ELEMENTS, verify_checksum=Tru
     can be checked without reading the body's codes; an elias message's table sum is
     checked by :func:`elias_table`.
     """
-    mv = memoryview(data).cast("B")
+    if max_elements is not None and (isinstance(max_elements, bool) or not isinstance(
+            max_elements, (int, np.integer)) or max_elements < 0):
+        raise ParameterError(f"max_elements must be None or a non-negative integer, got "
+                             f"{max_elements!r}")
+    mv = byte_view(data)
     total = mv.nbytes
     if total < 4 or bytes(mv[:4]) != MAGIC:
         if total < 4 and bytes(mv[:total]) == MAGIC[:total]:

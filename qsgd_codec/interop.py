@@ -41,6 +41,8 @@ _DL_NAMES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "
              9: "vpi", 10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi",
              15: "webgpu", 16: "hexagon", 17: "maia"}
 
+#: DLPack devices that take the CUDA path (pinned host memory is imported through CuPy there)
+_DL_DEVICE_TYPES = (DL_CUDA, DL_CUDA_HOST, DL_CUDA_MANAGED)
 _TORCH_HOST_DTYPES = ("float16", "float32", "float64")
 
 
@@ -143,7 +145,7 @@ def is_device_array(x):
         return True
     if hasattr(x, "__dlpack__") and not hasattr(x, "__array_interface__"):
         dev = _dlpack_device(x)
-        return dev is not None and dev[0] in (DL_CUDA, DL_CUDA_MANAGED)
+        return dev is not None and dev[0] in _DL_DEVICE_TYPES
     return False
 
 
@@ -218,7 +220,7 @@ def _host_view(x, what="an object"):
     if hasattr(x, "__array_interface__"):
         return np.asarray(x)
     dev = _dlpack_device(x) if hasattr(x, "__dlpack__") else None
-    if dev is not None and dev[0] not in (DL_CPU, DL_CUDA_HOST):
+    if dev is not None and dev[0] != DL_CPU:
         name = _DL_NAMES.get(dev[0], str(dev[0]))
         raise ParameterError(f"cannot read {what} on DLPack device '{name}': only host "
                              f"memory and CUDA devices are supported")
@@ -398,7 +400,7 @@ def as_device_array(x):
         x = x.detach()
     if _cuda_interface(x) is None:
         dev = _dlpack_device(x)
-        if dev is not None and dev[0] in (DL_CUDA, DL_CUDA_MANAGED):
+        if dev is not None and dev[0] in _DL_DEVICE_TYPES:
             try:
                 import cupy
             except ImportError:
@@ -511,14 +513,8 @@ def _decode_numba(data, max_elements):
     if qcuda is None:
         raise ParameterError("decode(like=<CUDA array>) needs a CUDA device and numba-cuda "
                              "(pip install 'qsgd_codec[cuda]')")
-    from numba import cuda
-    header = _peek_header(data, max_elements)
-    if header.dtype == "bfloat16":
-        raise ParameterError("decoding bfloat16 into a Numba device array is not supported: "
-                             "Numba has no bfloat16 arrays")
-    out = cuda.device_array(header.shape, dtype=np.dtype(header.dtype))
-    qcuda.decode_device(data, out=out, max_elements=max_elements)
-    return out
+    # a new Numba device array of the message's dtype and shape (bfloat16: its uint16 bits)
+    return qcuda.decode_device(data, max_elements=max_elements)
 
 
 def decode_like(data, like, *, max_elements=None):

@@ -241,9 +241,11 @@ def encode_array(x, params):
     limit = np.float32(fmt.DTYPE_MAX[dtype])
     for b, r in enumerate(scales):
         if not r <= limit:
-            raise NonFiniteError(f"bucket {b}'s {params.scale} scale {float(r)!r} exceeds the "
-                                 f"{dtype} range; use scale='max' or a smaller bucket_size "
-                                 f"(spec 8.2)")
+            hint = ("float64 input must lie within the float32 range" if dtype == "float64"
+                    and params.scale == "max" else "use scale='max' or a smaller bucket_size")
+            raise NonFiniteError(f"bucket {b}'s {params.scale} scale {float(r)!r} exceeds "
+                                 f"{float(limit)!r}, the largest scale a {dtype} message can "
+                                 f"carry; {hint} (spec 8.2)")
     q = quantize(x64, scales, s, d, params.seed)
 
     if params.coding == "dense":
@@ -313,6 +315,7 @@ def decode_bits(data, *, max_elements=fmt.DEFAULT_MAX_ELEMENTS):
     The bit patterns are uint16 (float16, bfloat16), uint32 (float32) or uint64 (float64),
     so bfloat16 needs no ml_dtypes here and comparisons are exact.
     """
+    data = fmt.byte_view(data)      # offsets below are in bytes, whatever the buffer's items
     header = fmt.parse_header(data, max_elements=max_elements)
     scales, q = decode_levels(data, header)
     n, d, s = header.n, header.bucket_size, header.levels
