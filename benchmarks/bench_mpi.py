@@ -2,7 +2,7 @@
 
 Run from the repository root (it launches ``mpiexec`` itself, once per rank count):
 
-    .venv/bin/python benchmarks/bench_mpi.py            # short: 2^10..2^20 (x4), 2 settings
+    .venv/bin/python benchmarks/bench_mpi.py            # short: 2^10..2^22 (x4), 2 settings
     .venv/bin/python benchmarks/bench_mpi.py --full     # 2^10..2^24 (every power of 2), 4 settings
 
 Writes benchmarks/results/mpi.json (every number), mpi.md (tables) and mpi.png.
@@ -135,13 +135,14 @@ def codec_speed(sizes, settings, reps):
         for n in sorted(set(sizes) | {max(1, s // 2) for s in sizes} | {max(1, s // 4)
                                                                           for s in sizes}):
             x = data(n, 99)
-            r = reps_for(n, reps)
             enc, dec = [], []
             msg = qsgd_codec.encode(x, seed=1, **kw)            # warm-up (JIT, caches)
             qsgd_codec.decode(msg)
-            for i in range(r):
+            start = time.perf_counter()
+            # at least `reps` repetitions and 0.2 s, at most 200: medians on a shared machine
+            while len(enc) < reps or (time.perf_counter() - start < 0.2 and len(enc) < 200):
                 t = time.perf_counter()
-                msg = qsgd_codec.encode(x, seed=i, **kw)
+                msg = qsgd_codec.encode(x, seed=len(enc), **kw)
                 enc.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 qsgd_codec.decode(msg)
@@ -201,7 +202,8 @@ def write_report(rows, speeds, args, env_note):
              "script's docstring): T = codec time measured on one core + bytes / link "
              "bandwidth + 10 us x collectives x ceil(log2 K).", ""]
     import qsgd_codec
-    lines += ["## Codec speed (this process, one rank)", "",
+    lines += ["## Codec speed (this process, one rank, median)", "",
+              f"Threads: Numba {_numba_threads()}.", "",
               "| setting | n | encode MB/s | decode MB/s | message bytes | bits/value |",
               "|---|---|---|---|---|---|"]
     for (setting, n), (enc, dec, size) in sorted(speeds.items()):
@@ -235,6 +237,14 @@ def write_report(rows, speeds, args, env_note):
     plot(rows)
 
 
+def _numba_threads():
+    try:
+        import numba
+        return numba.get_num_threads()
+    except Exception:  # informational only
+        return "?"
+
+
 def _backend_name():
     try:
         from qsgd_codec import api
@@ -252,7 +262,7 @@ def plot(rows):
     fig, axes = plt.subplots(2, len(ks), figsize=(5.5 * len(ks), 8), squeeze=False)
     for col, k in enumerate(ks):
         for row_i, (key, title) in enumerate([("seconds", "measured (shared memory)"),
-                                              ("model_10gbit_s", "modeled, 10 Gbit/s")]):
+                                              ("model_1gbit_s", "modeled, 1 Gbit/s links")]):
             ax = axes[row_i][col]
             series = {}
             for r in rows:
@@ -292,7 +302,7 @@ def main():
     if args.sizes:
         args.sizes = [1 << int(v) for v in args.sizes.split(",")]
     else:
-        args.sizes = [1 << e for e in (range(10, 25) if args.full else range(10, 21, 2))]
+        args.sizes = [1 << e for e in (range(10, 25) if args.full else range(10, 23, 2))]
     if args.settings:
         args.settings = args.settings.split(",")
     else:

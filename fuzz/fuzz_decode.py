@@ -78,9 +78,13 @@ class Target:
         mode = "plain"
         if self.path == "api":
             mode = ("plain", "guard_after", "guard_before", "out_guarded")[n % 4]
+        elif self.path == "cuda":
+            mode = ("plain", "device_bytes")[n % 2]
         self.stats["modes"][mode] = self.stats["modes"].get(mode, 0) + 1
         if mode == "plain":
             outcome = M.run_decoder(self.fn, data, LIMIT)
+        elif mode == "device_bytes":        # the message already in device memory
+            outcome = M.run_decoder(M.decode_cuda_device_bytes, data, LIMIT)
         elif mode in ("guard_after", "guard_before"):
             view, _keep = M.guarded_bytes(data, mode[6:])
             outcome = M.run_decoder(self.fn, view, LIMIT)

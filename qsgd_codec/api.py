@@ -18,9 +18,15 @@ from .errors import ParameterError
 FAST = sys.byteorder == "little"
 
 
+_CPU = []
+
+
 def _cpu():
-    from . import cpu
-    return cpu
+    """qsgd_codec.cpu, imported on first use (it imports numba's compiler)."""
+    if not _CPU:
+        from . import cpu
+        _CPU.append(cpu)
+    return _CPU[0]
 
 
 def _backend():

@@ -595,8 +595,14 @@ def cmd_warmup(args):
     result = warmup()
     elapsed = time.perf_counter() - t0
     if not args.quiet:
-        extra = f" ({result})" if result not in (None, True) else ""
+        timings = result if isinstance(result, dict) else {}
+        parts = [k for k in timings if k != "total"]
+        extra = f" ({len(parts)} kernel groups)" if parts else ""
         print(f"kernels ready in {elapsed:.2f} s{extra}")
+        if args.verbose:
+            for key, value in timings.items():
+                print(f"  {key:<24} {value:.3f} s" if isinstance(value, float)
+                      else f"  {key:<24} {value}")
     return EXIT_OK
 
 
@@ -701,6 +707,7 @@ def build_parser():
 
     p = sub.add_parser("warmup", help="compile or load the Numba kernels now")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="time of each kernel group")
     p.set_defaults(func=cmd_warmup)
     return parser
 

@@ -218,26 +218,56 @@ def _seed_key(seed):
 
 # ----------------------------------------------------------------------------- byte helpers
 
-@njit(cache=True, inline="always")
+# Byte offsets are made unsigned before indexing: numba then emits no negative-index
+# wraparound, and LLVM merges the byte accesses into one (byte-swapped) load or store.
+# Helpers taking arrays are left to LLVM's inliner: numba-level inlining of them leaves
+# reference-count calls inside the callers' loops.
+
+@njit(cache=True)
 def _ld32(buf, i):
-    return U32(U32(buf[i]) | (U32(buf[i + 1]) << U32(8)) | (U32(buf[i + 2]) << U32(16))
-            | (U32(buf[i + 3]) << U32(24)))
+    u = U64(i)
+    return U32(U32(buf[u]) | (U32(buf[u + U64(1)]) << U32(8))
+               | (U32(buf[u + U64(2)]) << U32(16)) | (U32(buf[u + U64(3)]) << U32(24)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _st32(buf, i, v):
-    buf[i] = np.uint8(v & U32(255))
-    buf[i + 1] = np.uint8((v >> U32(8)) & U32(255))
-    buf[i + 2] = np.uint8((v >> U32(16)) & U32(255))
-    buf[i + 3] = np.uint8(v >> U32(24))
+    u = U64(i)
+    buf[u] = np.uint8(v & U32(255))
+    buf[u + U64(1)] = np.uint8((v >> U32(8)) & U32(255))
+    buf[u + U64(2)] = np.uint8((v >> U32(16)) & U32(255))
+    buf[u + U64(3)] = np.uint8(v >> U32(24))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _ld64(buf, i):
-    v = U64(0)
-    for k in range(8):
-        v |= U64(buf[i + k]) << U64(8 * k)
-    return v
+    u = U64(i)
+    return (U64(buf[u]) | (U64(buf[u + U64(1)]) << SH8) | (U64(buf[u + U64(2)]) << U64(16))
+            | (U64(buf[u + U64(3)]) << U64(24)) | (U64(buf[u + U64(4)]) << SH32)
+            | (U64(buf[u + U64(5)]) << U64(40)) | (U64(buf[u + U64(6)]) << U64(48))
+            | (U64(buf[u + U64(7)]) << SH56))
+
+
+@njit(cache=True)
+def _ld64be(buf, i):
+    u = U64(i)
+    return ((U64(buf[u]) << SH56) | (U64(buf[u + U64(1)]) << U64(48))
+            | (U64(buf[u + U64(2)]) << U64(40)) | (U64(buf[u + U64(3)]) << SH32)
+            | (U64(buf[u + U64(4)]) << U64(24)) | (U64(buf[u + U64(5)]) << U64(16))
+            | (U64(buf[u + U64(6)]) << SH8) | U64(buf[u + U64(7)]))
+
+
+@njit(cache=True)
+def _st64be(buf, i, v):
+    u = U64(i)
+    buf[u] = np.uint8(v >> SH56)
+    buf[u + U64(1)] = np.uint8((v >> U64(48)) & U64(255))
+    buf[u + U64(2)] = np.uint8((v >> U64(40)) & U64(255))
+    buf[u + U64(3)] = np.uint8((v >> SH32) & U64(255))
+    buf[u + U64(4)] = np.uint8((v >> U64(24)) & U64(255))
+    buf[u + U64(5)] = np.uint8((v >> U64(16)) & U64(255))
+    buf[u + U64(6)] = np.uint8((v >> SH8) & U64(255))
+    buf[u + U64(7)] = np.uint8(v & U64(255))
 
 
 # ----------------------------------------------------------------------------- CRC-32
@@ -428,7 +458,7 @@ def _crc_bytes(buf, lo, hi, r):
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _crc_finish_state(buf, i, n, s0, s1):
     """Fold the remaining whole 16-byte blocks, then run the table over the state's 16 bytes
     (init 0: the state already holds the register) and the tail."""
@@ -553,6 +583,17 @@ def _omega_tables():
 
 OMEGA_CODE, OMEGA_LEN, OMEGA_DEC12, ENTRY_DEC12 = _omega_tables()
 
+# Tables indexed by a signed level v + LEVEL_OFFSET, |v| < OMEGA_TABLE: the sign bit and the
+# level's omega code as one code, its length (0 for v = 0), and 0/1 for zero/non-zero.
+# Multiplying by a table value rather than selecting on v != 0 keeps LLVM from turning the
+# zero test back into a branch, which is unpredictable in the dense regime.
+LEVEL_OFFSET = OMEGA_TABLE - 1
+_LEVELS = np.arange(-LEVEL_OFFSET, LEVEL_OFFSET + 1)
+LEVEL_LEN = np.where(_LEVELS == 0, 0, 1 + OMEGA_LEN[np.abs(_LEVELS)]).astype(np.int64)
+LEVEL_CODE = np.where(_LEVELS < 0, 1 << OMEGA_LEN[np.abs(_LEVELS)], 0).astype(np.uint64) \
+    | OMEGA_CODE[np.abs(_LEVELS)].astype(np.uint64)
+LEVEL_NONZERO = (_LEVELS != 0).astype(np.int64)
+
 
 @njit(cache=True, inline="always")
 def _bit_length(v):
@@ -639,7 +680,7 @@ def _bucket_scale(xb, lo, hi, l2, mant, absmask, infbits, acc):
     return math.sqrt(acc[0]), S_OK
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _scale_and_status(xb, lo, hi, l2, mant, absmask, infbits, dmax, acc):
     y, st = _bucket_scale(xb, lo, hi, l2, mant, absmask, infbits, acc)
     r = _round_up_f32(y) if st == S_OK else 0.0
@@ -712,21 +753,28 @@ def _pack(q, k, i0, w, codes):
                 v |= (q[k - rest + t] & 3) << (2 * t)
             cs[k // 4] = np.uint8(v)
         return
-    mask = (np.int64(1) << w) - 1
+    mask = U64((1 << w) - 1)
     bit = np.int64(i0) * w
     pos = bit >> 3
     nacc = bit & 7
-    acc = np.int64(codes[pos]) & ((np.int64(1) << nacc) - 1) if nacc else np.int64(0)
+    acc = U64(codes[pos]) & U64((1 << nacc) - 1) if nacc else U64(0)
     for j in range(k):
-        acc |= (np.int64(q[j]) & mask) << nacc
+        acc |= (U64(np.int64(q[j])) & mask) << U64(nacc)
         nacc += w
-        while nacc >= 8:
-            codes[pos] = np.uint8(acc & 255)
-            acc >>= 8
-            pos += 1
-            nacc -= 8
-    if nacc:
-        codes[pos] = np.uint8(acc & 255)
+        if nacc >= 32:                    # w <= 25 and nacc < 32 before: nacc + w < 64
+            u = U64(pos)
+            codes[u] = np.uint8(acc & U64(255))
+            codes[u + U64(1)] = np.uint8((acc >> SH8) & U64(255))
+            codes[u + U64(2)] = np.uint8((acc >> U64(16)) & U64(255))
+            codes[u + U64(3)] = np.uint8((acc >> U64(24)) & U64(255))
+            acc >>= SH32
+            pos += 4
+            nacc -= 32
+    while nacc > 0:
+        codes[pos] = np.uint8(acc & U64(255))
+        acc >>= SH8
+        pos += 1
+        nacc -= 8
 
 
 @njit(cache=True)
@@ -792,7 +840,7 @@ def _dense_chunk(xb, n, d, s, w, l2, key, mant, absmask, infbits, dmax, b0, b1, 
         while i < b1:
             b = i // d
             e = min(b1, (b + 1) * d)
-            r = np.float64(_ld32(out, soff + 4 * b).view(np.float32))
+            r = np.float64(U32(_ld32(out, soff + 4 * b)).view(np.float32))
             if status[b] != S_OK:
                 r = 0.0
             _quantize_pack(xb, i, e, r, s, w, key, mant, codes, q)
@@ -850,6 +898,53 @@ def _scales_seq(xb, n, d, l2, mant, absmask, infbits, dmax, bounds, out, soff, s
 
 # ----------------------------------------------------------------------------- elias encoding (6.2)
 
+@njit(cache=True, inline="always")
+def _entry_bits(gap, a):
+    """Bits of an elias entry with this gap and level magnitude a >= 1."""
+    if gap < OMEGA_TABLE and a < OMEGA_TABLE:
+        return np.int64(OMEGA_LEN[gap]) + 1 + np.int64(OMEGA_LEN[a])
+    return _omega_len(gap) + 1 + _omega_len(a)
+
+
+@njit(cache=True)
+def _sparse(q, k):
+    """True when under 1 in 8 of the levels q[0:k] is non-zero: then a loop that branches on
+    v != 0 is well predicted and faster than the branch-free one."""
+    nnz = 0
+    for j in range(k):
+        nnz += q[j] != 0
+    return nnz * 8 < k
+
+
+@njit(cache=True)
+def _count_block(q, k, i, last, nbits, s):
+    """Add the code bits of levels q[0:k] (elements i..i+k-1) to nbits; ``last`` is the
+    position of the previous non-zero level."""
+    top = OMEGA_TABLE - 1
+    if s > top or _sparse(q, k):
+        for j in range(k):
+            v = q[j]
+            if v != 0:
+                nbits += _entry_bits(i + j - last, np.int64(abs(v)))
+                last = i + j
+        return nbits, last
+    # branch-free on the zero test (see LEVEL_NONZERO); ``after`` = last + 1 is a running
+    # max of (position + 1) * nz, a short dependency chain from one element to the next
+    after = last + 1
+    for j in range(k):
+        li = U64(np.int64(q[j]) + LEVEL_OFFSET)
+        nz = LEVEL_NONZERO[li]
+        gap = i + j + 1 - after
+        if gap > top:
+            if nz:
+                nbits += _omega_len(gap) + LEVEL_LEN[li]
+                after = i + j + 1
+            continue
+        nbits += np.int64(OMEGA_LEN[U64(gap)]) * nz + LEVEL_LEN[li]
+        after = max(after, (i + j + 1) * nz)
+    return nbits, after - 1
+
+
 @njit(cache=True)
 def _elias_count_chunk(xb, n, d, s, l2, key, mant, absmask, infbits, dmax, b0, b1, scales,
                        lengths, status):
@@ -864,95 +959,140 @@ def _elias_count_chunk(xb, n, d, s, l2, key, mant, absmask, infbits, dmax, b0, b
         scales[b] = np.float32(r)
         nbits = np.int64(0)
         if st == S_OK and r != 0.0:
-            last = lo - 1
+            last = np.int64(lo - 1)
             i = lo
             while i < hi:
                 e = min(hi, i + BLOCK)
                 _quantize(xb, i, e, r, s, key, mant, q)
-                for j in range(e - i):
-                    v = q[j]
-                    if v != 0:
-                        nbits += _omega_len(i + j - last) + 1 + _omega_len(abs(v))
-                        last = i + j
+                nbits, last = _count_block(q, e - i, i, last, nbits, s)
                 i = e
         lengths[b] = U32(nbits)
 
 
 @njit(cache=True, inline="always")
-def _put(codes, pos, acc, nacc, code, length):
-    """Append ``length`` <= 32 bits (MSB first) to the writer; flush whole 32-bit words."""
-    acc = (acc << U64(length)) | U64(code)
-    nacc += length
-    if nacc >= 32:
-        nacc -= 32
-        word = (acc >> U64(nacc)) & U64(0xFFFFFFFF)
-        codes[pos] = np.uint8(word >> U64(24))
-        codes[pos + 1] = np.uint8((word >> U64(16)) & U64(255))
-        codes[pos + 2] = np.uint8((word >> SH8) & U64(255))
-        codes[pos + 3] = np.uint8(word & U64(255))
-        pos += 4
-    return pos, acc, nacc
-
-
-@njit(cache=True, inline="always")
-def _put_omega(codes, pos, acc, nacc, v):
-    if v < OMEGA_TABLE:
-        return _put(codes, pos, acc, nacc, OMEGA_CODE[v], OMEGA_LEN[v])
-    code, length = _omega_code(v)
-    if length > 32:
-        pos, acc, nacc = _put(codes, pos, acc, nacc, code >> SH32, length - 32)
-        length = 32
-    return _put(codes, pos, acc, nacc, code & U64(0xFFFFFFFF), length)
+def _append(acc, nacc, code, length):
+    """MSB-first bit accumulator: ``acc`` holds ``nacc`` <= 7 pending bits at its top; append
+    ``length`` <= 57 bits of ``code`` (0 bits is a no-op)."""
+    return acc | (((U64(code) << U64(1)) << U64(63 - length)) >> U64(nacc)), nacc + length
 
 
 @njit(cache=True)
-def _elias_write_chunk(xb, n, d, s, key, mant, b0, b1, scales, lengths, status, codes, off):
+def _store_tail(codes, pos, end, acc):
+    """Store the top bytes of ``acc`` at ``pos`` but none at or past ``end``."""
+    for t in range(min(8, end - pos)):
+        codes[pos + t] = np.uint8((acc >> U64(56 - 8 * t)) & U64(255))
+
+
+@njit(cache=True)
+def _flush(codes, pos, end, acc, nacc):
+    """Store the 8 bytes of ``acc`` at ``pos`` (clipped at ``end``, the bucket's end), then
+    advance by the whole bytes written.  Bytes past the valid bits are zero, and later
+    stores rewrite them."""
+    if pos + 8 <= end:
+        _st64be(codes, pos, acc)
+    else:
+        _store_tail(codes, pos, end, acc)
+    adv = nacc >> 3
+    return pos + adv, acc << U64(8 * adv), nacc & 7
+
+
+@njit(cache=True)
+def _write_entry_slow(codes, pos, end, acc, nacc, gap, neg, a):
+    """An entry with a gap or level of OMEGA_TABLE or more (codes of up to 36 bits)."""
+    code, length = _omega_code(gap)
+    acc, nacc = _append(acc, nacc, code, length)
+    pos, acc, nacc = _flush(codes, pos, end, acc, nacc)
+    acc, nacc = _append(acc, nacc, neg, 1)
+    code, length = _omega_code(a)
+    acc, nacc = _append(acc, nacc, code, length)
+    return _flush(codes, pos, end, acc, nacc)
+
+
+@njit(cache=True)
+def _write_block(q, k, i, last, codes, pos, end, acc, nacc, s):
+    """Write the entries of levels q[0:k] (elements i..i+k-1).
+
+    Three loops: any level (s >= OMEGA_TABLE), sparse blocks (see _sparse: a branch skips
+    zeros), and dense blocks (branch-free on the zero test).  Array accesses stay in these loop bodies: a helper taking ``codes``
+    would cost reference-count calls per element."""
+    top = OMEGA_TABLE - 1
+    if s > top or _sparse(q, k):
+        for j in range(k):
+            v = q[j]
+            if v == 0:
+                continue
+            gap = i + j - last
+            a = np.int64(abs(v))
+            neg = U64(1) if v < 0 else U64(0)
+            last = i + j
+            if (gap > top) | (a > top):
+                pos, acc, nacc = _write_entry_slow(codes, pos, end, acc, nacc, gap, neg, a)
+                continue
+            li = U64(np.int64(v) + LEVEL_OFFSET)
+            ll = LEVEL_LEN[li]
+            acc, nacc = _append(acc, nacc, (U64(OMEGA_CODE[U64(gap)]) << U64(ll)) | LEVEL_CODE[li],
+                                np.int64(OMEGA_LEN[U64(gap)]) + ll)
+            pos, acc, nacc = _flush(codes, pos, end, acc, nacc)
+        return last, pos, acc, nacc
+    after = last + 1                     # as in _count_block
+    for j in range(k):
+        li = U64(np.int64(q[j]) + LEVEL_OFFSET)
+        gap = i + j + 1 - after
+        nz = LEVEL_NONZERO[li]
+        if gap > top:
+            if nz:
+                pos, acc, nacc = _write_entry_slow(codes, pos, end, acc, nacc, gap,
+                                                   U64(q[j] < 0), np.int64(abs(q[j])))
+                after = i + j + 1
+            continue
+        ll = LEVEL_LEN[li]
+        code = ((U64(OMEGA_CODE[U64(gap)]) << U64(ll)) | LEVEL_CODE[li]) * U64(nz)
+        acc, nacc = _append(acc, nacc, code, np.int64(OMEGA_LEN[U64(gap)]) * nz + ll)
+        if pos + 8 <= end:
+            u = U64(pos)
+            codes[u] = np.uint8(acc >> SH56)
+            codes[u + U64(1)] = np.uint8((acc >> U64(48)) & U64(255))
+            codes[u + U64(2)] = np.uint8((acc >> U64(40)) & U64(255))
+            codes[u + U64(3)] = np.uint8((acc >> SH32) & U64(255))
+            codes[u + U64(4)] = np.uint8((acc >> U64(24)) & U64(255))
+            codes[u + U64(5)] = np.uint8((acc >> U64(16)) & U64(255))
+            codes[u + U64(6)] = np.uint8((acc >> SH8) & U64(255))
+            codes[u + U64(7)] = np.uint8(acc & U64(255))
+        else:
+            _store_tail(codes, pos, end, acc)
+        adv = nacc >> 3
+        pos += adv
+        acc <<= U64(8 * adv)
+        nacc &= 7
+        after = max(after, (i + j + 1) * nz)
+    return after - 1, pos, acc, nacc
+
+
+@njit(cache=True)
+def _elias_write_chunk(xb, n, d, s, key, mant, b0, b1, scales, lengths, codes, off):
     """Pass 2: write buckets b0..b1-1 from byte ``off`` of ``codes``."""
     q = np.empty(BLOCK, dtype=np.int32)
     for b in range(b0, b1):
-        nbytes = (np.int64(lengths[b]) + 7) // 8
+        nbits = np.int64(lengths[b])
+        nbytes = (nbits + 7) // 8
         if nbytes == 0:
             continue
         lo = b * d
         hi = min(lo + d, n)
         r = np.float64(scales[b])
+        end = off + nbytes
         pos = off
         acc = U64(0)
         nacc = np.int64(0)
-        last = lo - 1
+        last = np.int64(lo - 1)
         i = lo
         while i < hi:
             e = min(hi, i + BLOCK)
             _quantize(xb, i, e, r, s, key, mant, q)
-            for j in range(e - i):
-                v = q[j]
-                if v != 0:
-                    gap = i + j - last
-                    last = i + j
-                    zeta = abs(v)
-                    neg = 1 if v < 0 else 0
-                    if gap < OMEGA_TABLE and zeta < OMEGA_TABLE:
-                        gl = OMEGA_LEN[gap]
-                        zl = OMEGA_LEN[zeta]
-                        if gl + zl < 32:
-                            code = ((U64(OMEGA_CODE[gap]) << U64(zl + 1))
-                                    | (U64(neg) << U64(zl)) | U64(OMEGA_CODE[zeta]))
-                            pos, acc, nacc = _put(codes, pos, acc, nacc, code, gl + zl + 1)
-                            continue
-                    pos, acc, nacc = _put_omega(codes, pos, acc, nacc, gap)
-                    pos, acc, nacc = _put(codes, pos, acc, nacc, neg, 1)
-                    pos, acc, nacc = _put_omega(codes, pos, acc, nacc, zeta)
+            last, pos, acc, nacc = _write_block(q, e - i, i, last, codes, pos, end, acc, nacc,
+                                                s)
             i = e
-        # flush the rest, zero padded to whole bytes
-        while nacc > 0:
-            if nacc >= 8:
-                nacc -= 8
-                codes[pos] = np.uint8((acc >> U64(nacc)) & U64(255))
-            else:
-                codes[pos] = np.uint8((acc << U64(8 - nacc)) & U64(255))
-                nacc = 0
-            pos += 1
-        off += nbytes
+        off = end
 
 
 @njit(cache=True, parallel=True)
@@ -972,17 +1112,17 @@ def _elias_count_seq(xb, n, d, s, l2, key, mant, absmask, infbits, dmax, bounds,
 
 
 @njit(cache=True, parallel=True)
-def _elias_write_par(xb, n, d, s, key, mant, bounds, scales, lengths, status, codes, offs):
+def _elias_write_par(xb, n, d, s, key, mant, bounds, scales, lengths, codes, offs):
     for c in prange(bounds.size - 1):
         _elias_write_chunk(xb, n, d, s, key, mant, bounds[c], bounds[c + 1], scales, lengths,
-                           status, codes, offs[c])
+                           codes, offs[c])
 
 
 @njit(cache=True)
-def _elias_write_seq(xb, n, d, s, key, mant, bounds, scales, lengths, status, codes, offs):
+def _elias_write_seq(xb, n, d, s, key, mant, bounds, scales, lengths, codes, offs):
     for c in range(bounds.size - 1):
         _elias_write_chunk(xb, n, d, s, key, mant, bounds[c], bounds[c + 1], scales, lengths,
-                           status, codes, offs[c])
+                           codes, offs[c])
 
 
 @njit(cache=True)
@@ -1040,14 +1180,14 @@ def _elias_check_table(msg, toff, nb, d, n, G, offs):
     return total, too_long
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fill_table(tab, r, s, mant, emin):
     sf = np.float64(s)
     for k in range(s + 1):
         tab[k] = _mag_bits((r * np.float64(k)) / sf, mant, emin, tab)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _field(msg, coff, clen, j, w):
     """Signed value of dense field j (w <= 25 bits, so it lies within 4 bytes)."""
     bit = np.int64(j) * w
@@ -1075,7 +1215,7 @@ def _dense_decode_chunk(msg, soff, coff, clen, n, d, s, w, mant, emin, i0, i1, o
     while i < i1:
         b = i // d
         e = min(i1, (b + 1) * d)
-        r = np.float64(_ld32(msg, soff + 4 * b).view(np.float32))
+        r = np.float64(U32(_ld32(msg, soff + 4 * b)).view(np.float32))
         smax = np.int64(s) if r != 0.0 else np.int64(0)
         bad = False
         j = i                                   # first element left for the general loop
@@ -1111,7 +1251,22 @@ def _dense_decode_chunk(msg, soff, coff, clen, n, d, s, w, mant, emin, i0, i1, o
                     os[4 * k + 2] = _out_bits((r * np.float64(f2)) / sf, mant, emin, out)
                     os[4 * k + 3] = _out_bits((r * np.float64(f3)) / sf, mant, emin, out)
             j = i + nbytes * per
-        for t in range(j, e):
+        # any width: a 4-byte little-endian load per field (w + 7 <= 32 bits), inline here so
+        # that no helper taking ``msg`` is called per element; the last fields, whose 4 bytes
+        # would reach past the codes, go through _field
+        fast_end = max(j, min(e, ((clen - 4) * 8) // w + 1 if clen >= 4 else 0))
+        mask = (np.int64(1) << w) - 1
+        half = np.int64(1) << (w - 1)
+        for t in range(j, fast_end):
+            bit = np.int64(t) * w
+            u = U64(coff + (bit >> 3))
+            raw = np.int64(U32(msg[u]) | (U32(msg[u + U64(1)]) << U32(8))
+                           | (U32(msg[u + U64(2)]) << U32(16)) | (U32(msg[u + U64(3)]) << U32(24)))
+            f = (raw >> (bit & 7)) & mask
+            v = f - (mask + 1) if f >= half else f
+            bad |= abs(v) > smax
+            out[t] = _out_bits((r * np.float64(v)) / sf, mant, emin, out)
+        for t in range(max(j, fast_end), e):
             v = _field(msg, coff, clen, t, w)
             bad |= abs(v) > smax
             out[t] = _out_bits((r * np.float64(v)) / sf, mant, emin, out)
@@ -1152,14 +1307,11 @@ def _dense_decode_seq(msg, soff, coff, clen, n, d, s, w, mant, emin, step, out, 
             return
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _peek(msg, p, end):
     """64 bits of msg starting at byte p, MSB first; bytes at or past ``end`` read as 0."""
     if p + 8 <= end:
-        return ((U64(msg[p]) << SH56) | (U64(msg[p + 1]) << U64(48))
-                | (U64(msg[p + 2]) << U64(40)) | (U64(msg[p + 3]) << SH32)
-                | (U64(msg[p + 4]) << U64(24)) | (U64(msg[p + 5]) << U64(16))
-                | (U64(msg[p + 6]) << SH8) | U64(msg[p + 7]))
+        return _ld64be(msg, p)
     v = U64(0)
     for t in range(8):
         v <<= SH8
@@ -1204,7 +1356,7 @@ def _elias_decode_chunk(msg, soff, toff, coff, clen, n, d, s, mant, emin, signbi
         lo = b * d
         m = min(d, n - lo)
         L = np.int64(_ld32(msg, toff + 4 * b))
-        r = np.float64(_ld32(msg, soff + 4 * b).view(np.float32))
+        r = np.float64(U32(_ld32(msg, soff + 4 * b)).view(np.float32))
         if L > 73 * m:
             return E_TOO_LONG, b
         if L > 0 and r == 0.0:
@@ -1215,47 +1367,66 @@ def _elias_decode_chunk(msg, soff, toff, coff, clen, n, d, s, mant, emin, signbi
         use_tab = s <= TABLE_MAX
         if use_tab and L > 0:
             _fill_table(tab, r, s, mant, emin)
+        os = out[lo:lo + m]
+        for j in range(m):
+            os[j] = 0
         pos = np.int64(0)
         p = np.int64(-1)
         while pos < L:
-            window = _peek(msg, base + (pos >> 3), end) << U64(pos & 7)
-            ent = ENTRY_DEC12[window >> SH52]
-            ln = np.int64(ent & U32(255))
-            if ent != 0 and pos + ln <= L:
-                gap = np.int64((ent >> U32(8)) & U32(255))
-                zeta = np.int64((ent >> U32(16)) & U32(255))
-                neg = (ent >> U32(24)) != 0
-                pos += ln
+            # 64 bits from bit pos (at least 57 valid); whole entries of up to 12 bits are
+            # decoded from this register by one ENTRY_DEC12 lookup each
+            bp = base + (pos >> 3)
+            if bp + 8 <= end:
+                u = U64(bp)
+                window = ((U64(msg[u]) << SH56) | (U64(msg[u + U64(1)]) << U64(48))
+                          | (U64(msg[u + U64(2)]) << U64(40)) | (U64(msg[u + U64(3)]) << SH32)
+                          | (U64(msg[u + U64(4)]) << U64(24)) | (U64(msg[u + U64(5)]) << U64(16))
+                          | (U64(msg[u + U64(6)]) << SH8) | U64(msg[u + U64(7)]))
             else:
-                gap, pos, err = _omega_slow(msg, base, pos, L, end)
-                if err != E_OK:
-                    return err, b
-                if p + gap >= m:
+                window = _peek(msg, bp, end)
+            avail = 64 - (pos & 7)
+            window <<= U64(pos & 7)
+            slow = True
+            while avail >= 12 and pos < L:
+                ent = ENTRY_DEC12[window >> SH52]
+                ln = np.int64(ent & U32(255))
+                if ent == 0 or pos + ln > L:
+                    break
+                p += np.int64((ent >> U32(8)) & U32(255))
+                zeta = np.int64((ent >> U32(16)) & U32(255))
+                if p >= m:
                     return E_GAP, b
-                if pos >= L:
-                    return E_PAST_END, b
-                neg = ((msg[base + (pos >> 3)] >> (7 - (pos & 7))) & 1) != 0
-                pos += 1
-                zeta, pos, err = _omega_slow(msg, base, pos, L, end)
-                if err != E_OK:
-                    return err, b
-            nxt = p + gap
-            if nxt >= m:
+                if zeta > s:
+                    return E_LEVEL, b
+                mag = tab[zeta] if use_tab else _mag_bits((r * np.float64(zeta)) / sf, mant,
+                                                          emin, out)
+                os[p] = mag | signbit if ent >> U32(24) else mag
+                pos += ln
+                avail -= ln
+                window <<= U64(ln)
+            else:
+                slow = False
+            if not slow or pos >= L:
+                continue
+            # an entry longer than 12 bits, or one the declared length cuts: bit by bit
+            gap, pos, err = _omega_slow(msg, base, pos, L, end)
+            if err != E_OK:
+                return err, b
+            p += gap
+            if p >= m:
                 return E_GAP, b
+            if pos >= L:
+                return E_PAST_END, b
+            neg = ((msg[base + (pos >> 3)] >> (7 - (pos & 7))) & 1) != 0
+            pos += 1
+            zeta, pos, err = _omega_slow(msg, base, pos, L, end)
+            if err != E_OK:
+                return err, b
             if zeta > s:
                 return E_LEVEL, b
-            zs = out[lo + p + 1:lo + nxt]
-            for j in range(nxt - p - 1):
-                zs[j] = 0
-            if use_tab:
-                mag = tab[zeta]
-            else:
-                mag = _mag_bits((r * np.float64(zeta)) / sf, mant, emin, out)
-            out[lo + nxt] = mag | signbit if neg else mag
-            p = nxt
-        zs = out[lo + p + 1:lo + m]
-        for j in range(m - p - 1):
-            zs[j] = 0
+            mag = tab[zeta] if use_tab else _mag_bits((r * np.float64(zeta)) / sf, mant, emin,
+                                                      out)
+            os[p] = mag | signbit if neg else mag
         if L & 7:
             if msg[base + nbytes - 1] & ((1 << (8 - (L & 7))) - 1):
                 return E_PADDING, b
@@ -1443,7 +1614,7 @@ def encode_bits(xb, dtype, shape, params, *, out=None, parallel=None):
     n, d, s = xb.size, params.bucket_size, params.levels
     nb = fmt.num_buckets(n, d)
     l2 = params.scale == "l2"
-    key = _seed_key(U64(params.seed))
+    key = U64(_seed_key(U64(params.seed)))     # np.uint64: a Python int would type as int64
     par = _parallel(n) if parallel is None else parallel
     header_length = fmt.FIXED_HEADER_LENGTH + 8 * len(shape)
     status = np.zeros(nb, dtype=np.int8)
@@ -1488,7 +1659,7 @@ def encode_bits(xb, dtype, shape, params, *, out=None, parallel=None):
                       offs)
         codes = arr[header_length + 8 * nb:header_length + body]
         (_elias_write_par if par else _elias_write_seq)(xb, n, d, s, key, info.mant, bounds,
-                                                        scales, lengths, status, codes, offs)
+                                                        scales, lengths, codes, offs)
     header = fmt.pack_header(dtype=dtype, scale=params.scale, coding=params.coding,
                              shape=shape, bucket_size=d, levels=s, seed=params.seed,
                              body_length=body, checksum=params.checksum)

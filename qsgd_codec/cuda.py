@@ -1,8 +1,8 @@
 """The GPU codec: QSGD wire format 1.0 encoded and decoded by CUDA kernels (numba-cuda).
 
 The bytes are the reference's (:mod:`qsgd_codec.reference`), bit for bit, for every input,
-coding, scale kind and dtype.  docs/gpu.md explains the kernels, the stream rules and the
-measurements; this docstring is the short version.
+coding, scale kind and dtype.  docs/gpu.md explains the kernels, the stream rules and how
+to measure them; this docstring is the short version.
 
 Public functions
 ----------------
@@ -12,26 +12,31 @@ Public functions
   the device array ``out``.
 - :func:`encode_device` / :func:`decode_device`: the hooks :mod:`qsgd_codec.api` calls when
   ``encode`` gets a device array or ``decode`` gets a device ``out``.
-- :func:`is_available`.
+- :func:`is_available`, :func:`audit_ptx`, :func:`kernel_signatures`.
 
-Device arrays are numba device arrays (also the simulator's), or any object exposing
-``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors, JAX GPU arrays); objects that only
-speak DLPack are wrapped through CuPy or PyTorch when one is installed.  The input is never
-copied to the host.
+Device arrays are whatever :func:`qsgd_codec.interop.as_device_array` takes: numba device
+arrays (also the simulator's), objects exposing ``__cuda_array_interface__`` (CuPy, PyTorch
+CUDA tensors, JAX GPU arrays), CUDA DLPack producers.  The input is never copied to the host;
+it must be C-contiguous.
 
 Exactness
 ---------
-The spec (sections 8.2-9) writes every floating-point operation out.  On the GPU the compiler
-may fuse a multiply and an add into one FMA (NVVM contracts by default) and may use
-approximate division or square root.  The kernels therefore do every binary64 product, sum,
-quotient and square root through ``_mul``, ``_add``, ``_div`` and ``_sqrt``, which are the
-libdevice intrinsics ``dmul_rn``, ``dadd_rn``, ``ddiv_rn`` and ``dsqrt_rn`` on a GPU (they
-lower to ``mul.rn.f64`` etc., which ptxas never contracts).  The counter-based generator runs
-in uint64 arithmetic.  Rounding to float32 upwards, float16 and bfloat16 conversions are done
-with exact operations (``math.frexp``, ``math.ldexp``, integer rounding) so the same code runs
-in the simulator.  Under ``NUMBA_ENABLE_CUDASIM=1`` those four primitives and the generator
-are plain Python (Python's float arithmetic is IEEE binary64, round to nearest, unfused);
-every other line of every kernel is the code the GPU runs.
+The spec (sections 8.2-9) writes every floating-point operation out.  On the GPU, NVVM
+contracts a multiply feeding an add into an FMA by default, which changes a rounding and so a
+byte.  The kernels do every binary64 product, sum, quotient and square root through ``_mul``,
+``_add``, ``_div`` and ``_sqrt``: on a GPU the libdevice intrinsics ``dmul_rn``, ``dadd_rn``,
+``ddiv_rn`` and ``dsqrt_rn``, which lower to ``mul.rn.f64`` etc. (an explicit rounding mode
+is never contracted).  :func:`audit_ptx` checks the generated PTX for any FMA, approximate or
+flush-to-zero instruction.  The counter-based generator runs in uint64 arithmetic.  Rounding
+up to float32 and the float16/bfloat16 conversions use exact operations (``frexp``,
+``ldexp``, integer rounding).
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` six primitives are plain Python instead: the four above
+(Python's float arithmetic is IEEE binary64, round to nearest, never fused), ``_ldexp`` and
+the generator ``_u53`` (Python integers masked to 64 bits; the GPU version is checked against
+the spec by compiling it for the CPU in tests/test_cuda.py).  Every other line of every kernel
+is the code the GPU runs.  The simulator also gets a lock around its shared-array creation
+(:func:`_patch_simulator_shared_arrays`).
 
 Streams
 -------
@@ -45,9 +50,10 @@ arrays are complete when the call returns.
 
 CRC-32
 ------
-Computed on the device: every thread takes the CRC of a 1 KiB chunk with a byte table, the
-chunks are combined with the GF(2) "append zeros" multiplication (crc32_combine's algebra),
-and one thread applies the initial and final XOR.  Messages never pass through the host for it.
+Computed on the device (the message never passes through the host for it): each thread
+takes the CRC register of a 1 KiB chunk with slicing-by-4 tables, multiplies it by
+x^(8 * bytes after the chunk) modulo the polynomial (crc32_combine's algebra), the
+contributions are XORed, and the last block to finish applies the initial and final XOR.
 """
 
 import math
@@ -89,16 +95,16 @@ TWO_M53 = 2.0 ** -53
 I64_MAX = (1 << 63) - 1
 MAX_ENTRY_BITS = fmt.MAX_ENTRY_BITS
 
-#: threads per block of the bucket kernels (a power of two, >= 32); shared arrays are sized
-#: for it.  The launchers pick 32 .. MAX_T from the bucket size.
+#: most threads per block of the bucket kernels; shared arrays are sized for it.  Block sizes
+#: are powers of two: on a GPU 32 .. MAX_T from the bucket size, SIM_THREADS in the simulator.
 MAX_T = 128
 SCAN_SIZE = 2 * MAX_T
 #: elements per thread in one elias tile; a tile is T * E_PER_THREAD consecutive elements
 E_PER_THREAD = 4
 #: squares staged per round of the l2 sum (a multiple of 32, so lane = element index mod 32)
 SQ_TILE = 512
-#: shared bit buffer of the elias writer: one tile's longest code plus a carried partial byte
-BUF_WORDS = (7 + MAX_T * E_PER_THREAD * MAX_ENTRY_BITS + 31) // 32 + 2
+#: most elements in an elias tile
+TILE_MAX = MAX_T * E_PER_THREAD
 #: threads of the element-wise kernels
 ELEM_T = 256
 #: bytes per thread of the CRC kernel
@@ -109,10 +115,15 @@ MAX_GRID = 1 << 20
 SIM_THREADS = 8
 
 if SIMULATOR:
-    # The simulator runs each thread as a Python thread: keep launches small.
+    # The simulator runs each thread as a Python thread and every syncthreads() costs
+    # milliseconds: small blocks, few blocks, long tiles.
     ELEM_T = 8
     CRC_CHUNK = 64
     MAX_GRID = 3
+    TILE_MAX = 4096
+
+#: shared bit buffer of the elias writer: one tile's longest code plus a carried partial byte
+BUF_WORDS = (7 + TILE_MAX * MAX_ENTRY_BITS + 31) // 32 + 2
 
 # error slots of the int64 error array every launch shares (atomic.min; I64_MAX = no error)
 E_INPUT = 0      # first non-finite input element
@@ -120,7 +131,10 @@ E_SCALE = 1      # first bucket whose scale exceeds the dtype's range (encoder)
 E_CRC = 2        # decoder: 0 = checksum ok, 1 = mismatch
 E_BADSCALE = 3   # decoder: first bucket with an invalid scale
 E_CODES = 4      # decoder: first element / bucket with invalid codes, times 8, plus a reason
-N_ERR = 5
+E_TOTAL = 5      # elias: total code bytes (written by the offsets scan)
+E_ACC = 6        # CRC: XOR of the chunks' contributions
+E_DONE = 7       # CRC: blocks finished
+N_ERR = 8
 
 # decoder reasons (E_CODES & 7)
 R_RANGE, R_ZERO_SCALE, R_PADDING = 1, 2, 3          # dense
@@ -141,6 +155,49 @@ GAMMA = _U64(reference.GAMMA)
 MIX_1 = _U64(reference.MIX_1)
 MIX_2 = _U64(reference.MIX_2)
 U1, U11, U27, U30, U31 = _U64(1), _U64(11), _U64(27), _U64(30), _U64(31)
+
+# ----------------------------------------------------------------------------- simulator fix
+
+def _patch_simulator_shared_arrays():
+    """Make the simulator's ``cuda.shared.array`` safe when a block's threads race to it.
+
+    The simulator (numba-cuda 0.30) keys a block's shared arrays by the calling source line
+    and creates one on first use without a lock, so two threads arriving together can each
+    create and keep a private "shared" array; a kernel then reads values other threads never
+    wrote to it (seen here as rare wrong scales).  This replacement does the same lookup
+    under a lock.  Only installed under NUMBA_ENABLE_CUDASIM=1.
+    """
+    import sys
+    import threading
+    from numba.cuda.simulator import kernelapi
+
+    shared_cls = kernelapi.FakeCUDAShared
+    if getattr(shared_cls, "_qsgd_locked", False):
+        return
+    original = shared_cls.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            allocated = self._allocations.get(caller)
+            if allocated is None:
+                allocated = np.empty(shape, dtype)
+                self._allocations[caller] = allocated
+        return allocated
+
+    shared_cls.array = array
+    shared_cls._qsgd_locked = True
+
+
+if SIMULATOR:
+    _patch_simulator_shared_arrays()
+
 
 # ----------------------------------------------------------------------------- primitives
 # The only code that differs between the GPU and the simulator.
@@ -537,12 +594,13 @@ def _xpow8_crc(nbytes, x2n):
 
 
 @cuda.jit(device=True, cache=True)
-def _bucket_of(i, d, inv_d):
-    """i // d without a 64-bit integer division."""
+def _floor_div(i, d, inv_d):
+    """i // d for 0 <= i < 2^53 and d >= 1 (inv_d = 1.0 / d), without a 64-bit integer
+    division: a floating-point estimate, then exact integer corrections."""
     b = np.int64(_mul(np.float64(i), inv_d))
-    if b * d > i:
+    while b > 0 and b * d > i:
         b -= 1
-    elif (b + 1) * d <= i:
+    while (b + 1) * d <= i:
         b += 1
     return b
 
@@ -550,7 +608,7 @@ def _bucket_of(i, d, inv_d):
 # ----------------------------------------------------------------------------- encode kernels
 
 @cuda.jit(cache=True)
-def _k_dense_encode(x, code, n, d, s, w, kind, key, nb, dmax, scales, scale_w0, words,
+def _k_dense_encode(x, code, n, d, s, w, inv_w, kind, key, nb, dmax, scales, scale_w0, words,
                     codes_w0, err):
     """One block per bucket: the scale, then one 32-bit code word per thread (spec 6.1).
 
@@ -573,8 +631,8 @@ def _k_dense_encode(x, code, n, d, s, w, kind, key, nb, dmax, scales, scale_w0, 
         k0 = b0 >> 5
         k1 = (b1 - 1) >> 5
         for k in range(k0 + t, k1 + 1, nthreads):
-            i0 = max(lo, (k * 32) // w)
-            i1 = min(lo + m - 1, (k * 32 + 31) // w)
+            i0 = max(lo, _floor_div(k * 32, w, inv_w))
+            i1 = min(lo + m - 1, _floor_div(k * 32 + 31, w, inv_w))
             word = np.int64(0)
             for i in range(i0, i1 + 1):
                 q = _quantize(_load(x, i, code), r, s, _u53(key, i))
@@ -659,8 +717,8 @@ def _k_scan_partials(lengths, nb, per_block, partials):
 
 
 @cuda.jit(cache=True)
-def _k_scan_offsets(lengths, nb, per_block, partials, nparts, offsets):
-    """offsets[b] = sum of ceil(L_c / 8) for c < b; offsets[nb] = the total.
+def _k_scan_offsets(lengths, nb, per_block, partials, nparts, offsets, err):
+    """offsets[b] = sum of ceil(L_c / 8) for c < b; offsets[nb] = err[E_TOTAL] = the total.
 
     Every block first adds up the partials before its own range (a few hundred at most).
     """
@@ -683,6 +741,7 @@ def _k_scan_offsets(lengths, nb, per_block, partials, nparts, offsets):
             carry += tot
         if k == nparts - 1 and t == 0:
             offsets[nb] = carry
+            err[E_TOTAL] = carry
 
 
 @cuda.jit(cache=True)
@@ -761,11 +820,15 @@ def _k_zero_u32(a, lo, hi):
 # ----------------------------------------------------------------------------- CRC kernels
 
 @cuda.jit(cache=True)
-def _k_crc_chunks(msg, words, use_words, total, chunk, table, x2n, acc):
-    """acc[0] ^= the CRC register contribution (init 0) of every chunk of msg[:total].
+def _k_crc(msg, words, use_words, total, chunk, table, x2n, init_term, write, err):
+    """CRC-32 of msg[:total] (spec 7): stored after it (``write``) or compared with the four
+    bytes there (mismatch: err[E_CRC] = 1).
 
-    ``table`` holds the four slicing-by-4 tables; with ``use_words`` (msg is 4-byte aligned
-    and ``words`` is its uint32 view) a chunk is read a little-endian word at a time.
+    Thread c takes the CRC register (initial value 0) of chunk c with the slicing-by-4 tables
+    (a little-endian word at a time when ``use_words``: msg is 4-byte aligned and ``words`` is
+    its uint32 view), multiplies it by x^(8 * bytes after the chunk) modulo the polynomial,
+    and the contributions are XORed together (err[E_ACC]).  The last block to finish adds
+    ``init_term`` (the initial 0xFFFFFFFF carried over all bytes, and the final XOR).
     """
     sh_tab = cuda.shared.array(1024, _nbt.uint32)
     sh_x = cuda.shared.array(ELEM_T, _nbt.int64)
@@ -802,19 +865,14 @@ def _k_crc_chunks(msg, words, use_words, total, chunk, table, x2n, acc):
         cuda.syncthreads()
         h >>= 1
     if t == 0:
-        cuda.atomic.xor(acc, 0, np.uint32(sh_x[0]))
-
-
-@cuda.jit(cache=True)
-def _k_crc_finish(msg, total, init_term, acc, write, err):
-    """CRC-32 = acc ^ init_term: store it after msg[:total] (write) or compare with it."""
-    if cuda.grid(1) == 0:
-        crc = np.int64(acc[0]) ^ init_term
-        if write:
-            for k in range(4):
-                msg[total + k] = np.uint8((crc >> (8 * k)) & 0xFF)
-        else:
-            if _read_u32(msg, total) != crc:
+        cuda.atomic.xor(err, E_ACC, sh_x[0])
+        cuda.threadfence()
+        if cuda.atomic.add(err, E_DONE, 1) == cuda.gridDim.x - 1:
+            crc = cuda.atomic.xor(err, E_ACC, 0) ^ init_term
+            if write:
+                for k in range(4):
+                    msg[total + k] = np.uint8((crc >> (8 * k)) & 0xFF)
+            elif _read_u32(msg, total) != crc:
                 err[E_CRC] = 1
 
 
@@ -860,7 +918,7 @@ def _k_dense_decode(msg, codes0, codes_len, n, d, inv_d, s, w, scales, out, code
                 raw |= np.int64(msg[byte + k]) << (8 * k)
         field = (raw >> sh) & mask
         q = field - (half << 1) if field >= half else field
-        b = _bucket_of(i, d, inv_d)
+        b = _floor_div(i, d, inv_d)
         r = scales[b]
         if q < -s or q > s:
             cuda.atomic.min(err, E_CODES, i * 8 + R_RANGE)
@@ -996,12 +1054,12 @@ def _require_cuda():
             "NUMBA_ENABLE_CUDASIM=1 to use the CUDA simulator")
 
 
-def _tables(stream):
-    """The CRC tables on the device (per context; copied once)."""
+def _tables():
+    """The CRC tables on the device (per context; copied once, synchronously, so that any
+    stream may use them)."""
     key = 0 if SIMULATOR else id(cuda.current_context())
     if key not in _device_tables:
-        _device_tables[key] = (cuda.to_device(_CRC_TABLE, stream=stream),
-                               cuda.to_device(_CRC_X2N, stream=stream))
+        _device_tables[key] = (cuda.to_device(_CRC_TABLE), cuda.to_device(_CRC_X2N))
     return _device_tables[key]
 
 
@@ -1026,51 +1084,24 @@ def _is_numba_device_array(x):
     return bool(getattr(x, "__cuda_ndarray__", False))
 
 
-def _numba_view(x, what):
-    """A numba device array viewing ``x`` without a copy.
-
-    PyTorch does not export bfloat16 through __cuda_array_interface__; such a tensor is viewed
-    as int16 and marked so that :func:`_as_device` reports bfloat16.
-    """
-    module = type(x).__module__ or ""
-    if module.startswith("torch") and str(getattr(x, "dtype", "")) == "torch.bfloat16":
-        import torch
-        return cuda.as_cuda_array(x.view(torch.int16)).view(np.uint16), True
-    if _is_numba_device_array(x):
-        return x, False
-    if hasattr(x, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(x), False
-    if hasattr(x, "__dlpack__") and _dlpack_on_cuda(x):
-        return cuda.as_cuda_array(_from_dlpack(x)), False
-    raise ParameterError(f"{what} must be a GPU array (a numba device array or an object with "
-                         f"__cuda_array_interface__), got {type(x).__name__}")
-
-
 def _as_device(x, what):
-    """(numba device array viewing ``x``, the format's dtype name)."""
-    arr, bf16 = _numba_view(x, what)
-    return arr, "bfloat16" if bf16 else fmt.dtype_name(arr.dtype)
+    """(numba device array viewing ``x`` without a copy, the format's dtype name).
+
+    :func:`qsgd_codec.interop.as_device_array` does the work: numba device arrays (also the
+    simulator's), ``__cuda_array_interface__`` objects, CUDA torch tensors (bfloat16 through
+    an int16 view), CUDA DLPack producers.
+    """
+    if not interop.is_device_array(x):
+        raise ParameterError(f"{what} must be a GPU array (a numba device array or an object "
+                             f"with __cuda_array_interface__), got {type(x).__name__}")
+    return interop.as_device_array(x)
 
 
-def _dlpack_on_cuda(x):
-    try:
-        return int(x.__dlpack_device__()[0]) in (2, 13)   # kDLCUDA, kDLCUDAManaged
-    except Exception:
-        return False
-
-
-def _from_dlpack(x):
-    try:
-        import cupy
-        return cupy.from_dlpack(x)
-    except ImportError:
-        pass
-    try:
-        import torch
-        return torch.from_dlpack(x)
-    except ImportError:
-        raise ParameterError("a DLPack GPU array needs CuPy or PyTorch to be wrapped; pass an "
-                             "object with __cuda_array_interface__ instead") from None
+def _as_device_bits16(x):
+    """A numba device array of a 16-bit integer device array (bfloat16 bits), no copy."""
+    if _is_numba_device_array(x):
+        return x
+    return cuda.as_cuda_array(x)
 
 
 def _flat(arr, what):
@@ -1096,13 +1127,23 @@ def _launch_dims(d):
     return 1 << (want - 1).bit_length()
 
 
+def _per_thread(d, threads):
+    """Elements per thread in an elias tile.  The GPU uses E_PER_THREAD; the simulator takes
+    more so that a bucket needs at most about four tiles (each tile costs a dozen simulated
+    barriers).  A tile never exceeds TILE_MAX elements, which the shared bit buffer holds."""
+    if not SIMULATOR:
+        return E_PER_THREAD
+    return max(1, min(TILE_MAX // threads, max(E_PER_THREAD, -(-d // (threads * 4)))))
+
+
 def _grid(count, threads=1):
     return max(1, min(MAX_GRID, -(-count // threads)))
 
 
-def _new_err(stream, n, nb):
+def _new_err(stream):
+    """The call's small int64 status array (error slots, elias total, CRC accumulator)."""
     init = np.full(N_ERR, I64_MAX, dtype=np.int64)
-    init[E_CRC] = 0
+    init[[E_CRC, E_TOTAL, E_ACC, E_DONE]] = 0
     return cuda.to_device(init, stream=stream)
 
 
@@ -1123,20 +1164,19 @@ def _message_buffer(total, stream):
 def _device_crc(u8, total, stream, *, write, err, words=None):
     """CRC-32 of u8[:total]: written after it (write) or compared (E_CRC).  ``words``: a
     uint32 view of the same (4-byte aligned) memory, read a word at a time."""
-    table, x2n = _tables(stream)
-    acc = cuda.to_device(np.zeros(1, dtype=np.uint32), stream=stream)
+    table, x2n = _tables()
     nchunks = -(-total // CRC_CHUNK)
     use_words = words is not None
     if words is None:
         words = x2n                   # any uint32 array: not read
-    _k_crc_chunks[_grid(nchunks, ELEM_T), ELEM_T, stream](u8, words, use_words, total,
-                                                           CRC_CHUNK, table, x2n, acc)
     init_term = _mulmod_host(_xpow8_host(total, _CRC_X2N), 0xFFFFFFFF) ^ 0xFFFFFFFF
-    _k_crc_finish[1, 1, stream](u8, total, init_term, acc, write, err)
+    _k_crc[_grid(nchunks, ELEM_T), ELEM_T, stream](u8, words, use_words, total, CRC_CHUNK,
+                                                   table, x2n, init_term, write, err)
 
 
-def _scan_offsets(lengths, nb, stream):
-    """Device exclusive scan of ceil(L_b / 8): int64 offsets[nb + 1]."""
+def _scan_offsets(lengths, nb, stream, err):
+    """Device exclusive scan of ceil(L_b / 8): int64 offsets[nb + 1]; the total also goes
+    to err[E_TOTAL] so that one copy to the host brings it with the error slots."""
     per_block = 32 * 128 if not SIMULATOR else 64
     nparts = -(-nb // per_block)
     partials = cuda.device_array(max(1, nparts), dtype=np.int64, stream=stream)
@@ -1144,7 +1184,7 @@ def _scan_offsets(lengths, nb, stream):
     threads = SIM_THREADS if SIMULATOR else MAX_T
     _k_scan_partials[_grid(nparts), threads, stream](lengths, nb, per_block, partials)
     _k_scan_offsets[_grid(nparts), threads, stream](lengths, nb, per_block, partials, nparts,
-                                                    offsets)
+                                                    offsets, err)
     return offsets
 
 
@@ -1193,7 +1233,7 @@ def encode_device(x, params, *, device_output=False, stream=None):
     crc_len = fmt.CRC_LENGTH if params.checksum else 0
     threads = _launch_dims(d)
     grid = _grid(nb)
-    err = _new_err(stream, n, nb)
+    err = _new_err(stream)
 
     if params.coding == "dense":
         w = fmt.dense_width(s)
@@ -1207,22 +1247,21 @@ def encode_device(x, params, *, device_output=False, stream=None):
                 nwords = -(-codes_len // 4)
                 _k_zero_u32[_grid(nwords, ELEM_T), ELEM_T, stream](words, codes_w0,
                                                                    codes_w0 + nwords)
-            _k_dense_encode[grid, threads, stream](dx, code, n, d, s, w, kind, key, nb, dmax,
-                                                   f32, hl // 4, words, codes_w0, err)
-        err_host = _to_host(err, stream)
-        _raise_encode_errors(err_host, dx, dtype, params, stream)
+            _k_dense_encode[grid, threads, stream](dx, code, n, d, s, w, 1.0 / w, kind, key, nb,
+                                                   dmax, f32, hl // 4, words, codes_w0, err)
+        # errors are read once at the end: a dense message's size does not depend on them
     else:
         if n:
             scales = cuda.device_array(nb, dtype=np.float32, stream=stream)
             lengths = cuda.device_array(nb, dtype=np.uint32, stream=stream)
             levels = cuda.device_array(n, dtype=_level_dtype(s), stream=stream)
             _k_elias_levels[grid, threads, stream](dx, code, n, d, s, kind, key, nb, dmax,
-                                                   E_PER_THREAD,
+                                                   _per_thread(d, threads),
                                                    scales, lengths, levels, err)
-            offsets = _scan_offsets(lengths, nb, stream)
+            offsets = _scan_offsets(lengths, nb, stream, err)
             err_host = _to_host(err, stream)
             _raise_encode_errors(err_host, dx, dtype, params, stream)
-            codes_len = int(_to_host(offsets[nb:nb + 1], stream)[0])
+            codes_len = int(err_host[E_TOTAL])
         else:
             codes_len = 0
         body = 8 * nb + codes_len
@@ -1230,7 +1269,7 @@ def encode_device(x, params, *, device_output=False, stream=None):
         words, u8, f32 = _message_buffer(total, stream)
         if n:
             _k_elias_write[grid, threads, stream](levels, n, d, nb,
-                                                  E_PER_THREAD,
+                                                  _per_thread(d, threads),
                                                   scales.view(np.uint32), lengths, offsets,
                                                   words, hl // 4, hl // 4 + nb, u8, hl + 8 * nb)
 
@@ -1241,6 +1280,8 @@ def encode_device(x, params, *, device_output=False, stream=None):
     if params.checksum:
         _device_crc(u8, hl + body, stream, write=True, err=err, words=words)
     message = u8[:total]
+    if params.coding == "dense":
+        _raise_encode_errors(_to_host(err, stream), dx, dtype, params, stream)  # synchronises
     if device_output:
         stream.synchronize()
         return message
@@ -1263,10 +1304,7 @@ def encode(x, *, bits=None, levels=None, bucket_size=None, scale=None, coding=No
 # ----------------------------------------------------------------------------- decode host
 
 def _is_device_data(data):
-    if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
-        return False
-    return (_is_numba_device_array(data) or hasattr(data, "__cuda_array_interface__")
-            or (hasattr(data, "__dlpack__") and _dlpack_on_cuda(data)))
+    return interop.is_device_array(data)
 
 
 def _message_on_device(data, max_elements, stream):
@@ -1304,10 +1342,11 @@ def _message_on_device(data, max_elements, stream):
 def _as_device_bytes(data):
     if _is_numba_device_array(data):
         arr = data
-    elif hasattr(data, "__cuda_array_interface__"):
-        arr = cuda.as_cuda_array(data)
     else:
-        arr = cuda.as_cuda_array(_from_dlpack(data))
+        try:
+            arr, _ = interop.as_device_array(data)
+        except DTypeError:            # a uint8 array is not a float dtype: view it directly
+            arr = cuda.as_cuda_array(data)
     if arr.dtype.itemsize != 1:
         raise ParameterError(f"a device message must be a uint8 array, got dtype {arr.dtype}")
     if arr.ndim != 1 or not arr.is_c_contiguous():
@@ -1329,11 +1368,10 @@ def _parse_header(prefix, total, max_elements):
 
 def _check_out(out, header):
     """The flat array the decode kernels write for the caller's ``out``."""
-    arr, bf16 = _numba_view(out, "out")
-    if bf16 or (header.dtype == "bfloat16" and arr.dtype in (np.uint16, np.int16)):
-        dtype = "bfloat16"            # bfloat16 bits in a 16-bit integer array
+    if header.dtype == "bfloat16" and str(getattr(out, "dtype", "")) in ("uint16", "int16"):
+        arr, dtype = _as_device_bits16(out), "bfloat16"   # bfloat16 bits in 16-bit integers
     else:
-        dtype = fmt.dtype_name(arr.dtype)
+        arr, dtype = _as_device(out, "out")
     if arr.size != header.n:
         raise ParameterError(f"out has {arr.size} elements but the message holds {header.n}")
     if dtype != header.dtype:
@@ -1387,7 +1425,7 @@ def decode_device(data, *, out=None, max_elements=None, stream=None):
         reference.decode_bits(_to_host(msg, stream).tobytes(), max_elements=max_elements)
         return result
 
-    err = _new_err(stream, n, nb)
+    err = _new_err(stream)
     if header.has_checksum:
         _device_crc(msg, total - fmt.CRC_LENGTH, stream, write=False, err=err, words=words)
     scales = cuda.device_array(nb, dtype=np.float64, stream=stream)
@@ -1399,10 +1437,10 @@ def decode_device(data, *, out=None, max_elements=None, stream=None):
     if header.coding == "elias":
         lengths = cuda.device_array(nb, dtype=np.int64, stream=stream)
         _k_read_lengths[_grid(nb, ELEM_T), ELEM_T, stream](msg, header.table_offset, nb, lengths)
-        offsets = _scan_offsets(lengths, nb, stream)
+        offsets = _scan_offsets(lengths, nb, stream, err)
         err_host = _to_host(err, stream)
         _raise_header_errors(err_host, header)
-        code_bytes = int(_to_host(offsets[nb:nb + 1], stream)[0])
+        code_bytes = int(err_host[E_TOTAL])
         if code_bytes != codes_len:
             raise LengthError(f"elias bit lengths add up to {code_bytes} code bytes, but the "
                               f"body holds {codes_len}")
@@ -1460,7 +1498,7 @@ def kernel_signatures(few=False):
     sigs = []
     for xa in inputs:
         sigs.append(("_k_dense_encode",
-                     (xa, i8, i8, i8, i8, i8, i8, u64, i8, f64, f32a, i8, u32a, i8, i64a)))
+                     (xa, i8, i8, i8, i8, i8, f64, i8, u64, i8, f64, f32a, i8, u32a, i8, i64a)))
         for qa in levels:
             sigs.append(("_k_elias_levels",
                          (xa, i8, i8, i8, i8, i8, u64, i8, f64, i8, f32a, u32a, qa, i64a)))
@@ -1469,10 +1507,9 @@ def kernel_signatures(few=False):
                      (qa, i8, i8, i8, i8, u32a, u32a, i64a, u32a, i8, i8, u8a, i8)))
     for la in ([u32a] if few else [u32a, i64a]):
         sigs.append(("_k_scan_partials", (la, i8, i8, i64a)))
-        sigs.append(("_k_scan_offsets", (la, i8, i8, i64a, i8, i64a)))
+        sigs.append(("_k_scan_offsets", (la, i8, i8, i64a, i8, i64a, i64a)))
     sigs += [("_k_zero_u32", (u32a, i8, i8)),
-             ("_k_crc_chunks", (u8a, u32a, t.boolean, i8, i8, u32a, u32a, u32a)),
-             ("_k_crc_finish", (u8a, i8, i8, u32a, t.boolean, i64a)),
+             ("_k_crc", (u8a, u32a, t.boolean, i8, i8, u32a, u32a, i8, t.boolean, i64a)),
              ("_k_read_scales", (u8a, i8, i8, i8, arr(f64), i64a)),
              ("_k_read_lengths", (u8a, i8, i8, i64a))]
     for oa in inputs:

@@ -336,6 +336,8 @@ def parse_header(data, *, max_elements=DEFAULT_MAX_ELEMENTS, verify_checksum=Tru
     if max_elements is not None and n > max_elements:
         raise LimitError(f"message declares {n} elements, more than the limit of "
                          f"{max_elements} (pass max_elements= to raise it)")
+    if max_elements is not None:
+        check_representable(shape, DTYPE_NAMES[dtype_code])
     coding = CODING_NAMES[coding_code]
     nb = num_buckets(n, d)
     if coding == "dense":
@@ -362,6 +364,27 @@ def parse_header(data, *, max_elements=DEFAULT_MAX_ELEMENTS, verify_checksum=Tru
                                 f"0x{actual:08x}")
     return Header(major, minor, header_length, flags, DTYPE_NAMES[dtype_code],
                   SCALE_NAMES[scale_code], coding, n, d, s, seed, body_length, tuple(shape))
+
+
+#: the largest array, in bytes, NumPy (and a 64-bit signed size) can describe
+MAX_ARRAY_BYTES = (1 << 63) - 1
+
+
+def check_representable(shape, dtype):
+    """LimitError unless an array of ``shape`` and ``dtype`` can exist: each extent, and the
+    product of the non-zero extents times the element size, at most 2^63 - 1.  Only a
+    message with n = 0 can fail this under any limit below 2^60 (say shape (2^62, 0)):
+    its extents multiply to 0 elements, yet no array of that shape can be made."""
+    size = DTYPE_ITEMSIZE[dtype]
+    for extent in shape:
+        if extent > MAX_ARRAY_BYTES:
+            size = MAX_ARRAY_BYTES + 1
+        elif extent:
+            size *= extent
+    if size > MAX_ARRAY_BYTES:
+        raise LimitError(f"an array of shape {tuple(shape)} and dtype {dtype} cannot be "
+                         f"represented: its non-zero extents times the element size exceed "
+                         f"2^63 - 1 bytes")
 
 
 def read_scales(data, header):

@@ -109,7 +109,8 @@ def derive_seed(seed, rank, step, phase=PHASE_CONTRIBUTION, chunk=0):
     """
     values = [seed, rank, step, phase, chunk]
     for name, v in zip(("seed", "rank", "step", "phase", "chunk"), values):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= _MASK64:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                or not 0 <= int(v) <= _MASK64:
             raise ParameterError(f"derive_seed: {name} must be an integer in 0..2**64-1, got {v!r}")
     h = _mix64(int(seed))
     for v in values[1:]:
@@ -229,7 +230,9 @@ def recommended_env(ranks, cores=None):
       ranks that have work (measured: a rank computing while three others wait in a barrier
       ran 2.2x slower on 2 cores).  Heavy yield makes waiting ranks sleep briefly instead,
       at the price of latency (a 16-byte Allreduce of 4 ranks: ~50 us -> ~600 us).
-      Leave it unset when every rank has its own core.
+      Leave it unset when every rank has its own core, and keep mpi4py's default thread
+      level (``multiple``): with ``MPI4PY_RC_THREAD_LEVEL=single`` the heavy yield made a
+      1 MB Allreduce take seconds (measured with MPICH 5.0).
     """
     cores = available_cores() if cores is None else cores
     threads = str(max(1, cores // max(1, ranks)))
@@ -321,6 +324,10 @@ class _Call:
         MPI = _mpi()
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(self.comm, MPI.Comm) or self.comm == MPI.COMM_NULL \
+                or self.comm.Is_inter():
+            # the same on every rank of the communicator, so raising here cannot split them
+            raise ParameterError(f"comm must be an mpi4py intracommunicator, got {comm!r}")
         self.op = op
         self.K = self.comm.Get_size()
         self.rank = self.comm.Get_rank()
@@ -364,7 +371,7 @@ class _Call:
         desc.setdefault("shape", None)
         desc.setdefault("dtype", None)
         self.desc = {k: _plain(v) for k, v in desc.items()}
-        self.fingerprint = _fingerprint(desc)
+        self.fingerprint = _fingerprint(self.desc)
         n = int(self.arr.size) if self.arr is not None else 0
         self.stats = CallStats(op=op, ranks=self.K, rank=self.rank, n=n,
                                dtype=desc["dtype"] or "?", step=int(self.step)

@@ -18,6 +18,7 @@ detection-rate report (spec/wire-format.md section 13).
 
 import ctypes
 import json
+import math
 import mmap
 import os
 import random
@@ -271,7 +272,11 @@ def declared_shape(data, max_elements):
             or len(data) < fmt.FIXED_HEADER_LENGTH + 8 * ndim:
         return None
     shape = struct.unpack_from(f"<{ndim}Q", data, fmt.FIXED_HEADER_LENGTH)
-    if int(np.prod(shape, dtype=object)) != n or n > max_elements:
+    if math.prod(shape) != n or n > max_elements:
+        return None
+    try:
+        fmt.check_representable(shape, fmt.DTYPE_NAMES[dtype_code])
+    except QSGDError:
         return None
     return shape, fmt.numpy_dtype(fmt.DTYPE_NAMES[dtype_code])
 
@@ -484,7 +489,7 @@ def guarded_bytes(data, where="after"):
 def guarded_empty(shape, dtype, where="after"):
     """An uninitialised array whose last (or first) byte touches a PROT_NONE page."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
+    size = math.prod(shape) * dtype.itemsize
     g = Guarded(size, where)
     arr = np.frombuffer(g.view, dtype=np.uint8)[:size].view(dtype).reshape(shape)
     return arr, g

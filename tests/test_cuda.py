@@ -80,8 +80,9 @@ def test_simulator_suite():
 
 @parent
 def test_import_never_loads_numba_cuda():
-    code = ("import sys, numpy, qsgd_codec; qsgd_codec.decode(qsgd_codec.encode("
-            "numpy.ones(10, numpy.float32))); "
+    code = ("import sys, numpy, qsgd_codec; from qsgd_codec import reference, format; "
+            "qsgd_codec.inspect(reference.encode_array(numpy.ones(10, numpy.float32), "
+            "format.encode_params())); "
             "assert not any(m == 'numba.cuda' or m.startswith('numba.cuda.') "
             "for m in sys.modules), sorted(m for m in sys.modules if 'cuda' in m)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=_child_env(),
@@ -93,6 +94,7 @@ def test_gpu_path_without_cuda_is_a_clear_error():
     """A device array on a machine without a GPU: ParameterError naming CUDA, not a crash."""
     code = textwrap.dedent("""
         import numpy as np, qsgd_codec
+        from qsgd_codec import reference, format as fmt
         from numba import cuda
         if cuda.is_available():
             print("SKIP: a GPU is present")
@@ -101,8 +103,8 @@ def test_gpu_path_without_cuda_is_a_clear_error():
             __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (0, False),
                                         "version": 3, "strides": None}
         for call in (lambda: qsgd_codec.encode(FakeDeviceArray()),
-                     lambda: qsgd_codec.decode(qsgd_codec.encode(np.ones(4, np.float32)),
-                                               out=FakeDeviceArray())):
+                     lambda: qsgd_codec.decode(reference.encode_array(
+                         np.ones(4, np.float32), fmt.encode_params()), out=FakeDeviceArray())):
             try:
                 call()
             except qsgd_codec.ParameterError as exc:
@@ -117,6 +119,28 @@ def test_gpu_path_without_cuda_is_a_clear_error():
     if "SKIP" in proc.stdout:
         pytest.skip("a CUDA GPU is present")
     assert "OK" in proc.stdout
+
+
+@parent
+def test_gpu_generator_body_matches_spec():
+    """The GPU's SplitMix64 device function (uint64 arithmetic; the simulator runs a Python
+    twin instead) gives the spec's values when compiled by Numba for the CPU."""
+    code = textwrap.dedent("""
+        import numba, numpy as np
+        from qsgd_codec import cuda as qc, reference
+        assert not qc.SIMULATOR
+        u53 = numba.njit(qc._u53.py_func)
+        for seed in (0, 1, 2**63, 2**64 - 1, 0x0123456789ABCDEF):
+            key = np.uint64(qc._mix64_host(seed))
+            index = np.array([0, 1, 2, 31, 1000, 2**33 + 5, 2**62], dtype=np.int64)
+            got = np.array([u53(key, np.int64(i)) for i in index])
+            want = (reference.random_bits(seed, index.astype(np.uint64)) >> np.uint64(11))
+            assert np.array_equal(got, want.astype(np.int64)), (seed, got, want)
+        print("OK")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_child_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
 
 
 def _find_cuda_toolkit():
@@ -354,7 +378,7 @@ def test_non_finite_input_and_scale_overflow_raise():
 
 @sim
 def test_bad_out_and_bad_parameters():
-    message = qsgd_codec.encode(np.ones(10, np.float32))
+    message = _expected(np.ones(10, np.float32))
     with pytest.raises(errors.LimitError):           # out's size bounds n, as on the CPU
         qc.decode(message, out=cuda.device_array(9, np.float32))
     with pytest.raises(errors.ParameterError):
@@ -409,6 +433,37 @@ def test_corrupted_messages_fail_like_the_reference(coding):
                 qc.decode(damaged)
         else:
             assert np.array_equal(_bits(_host(qc.decode(damaged))), expected)
+
+
+@sim
+def test_simulator_shared_arrays_are_shared_under_preemption(monkeypatch):
+    """The simulator creates a block's shared array on first use without a lock; qsgd_codec.cuda
+    installs a locked lookup.  With allocation made slow (a preemption in the window), every
+    thread must still see the one array the others write."""
+    import time
+    from numba.cuda import types as nbt
+    real_empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(0.002)
+        return real_empty(*args, **kwargs)
+
+    @cuda.jit
+    def kernel(out):
+        sh = cuda.shared.array(16, nbt.int64)
+        t = cuda.threadIdx.x
+        sh[t] = t
+        cuda.syncthreads()
+        total = 0
+        for j in range(16):
+            total += sh[j]
+        out[t] = total
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    for _ in range(5):
+        out = cuda.device_array(16, np.int64)
+        kernel[1, 16](out)
+        assert (out.copy_to_host() == 120).all()
 
 
 @sim

@@ -253,6 +253,22 @@ def test_decode_like_torch_is_zero_copy_and_bounded():
         qsgd_codec.decode(data, like=like, max_elements=X.size - 1)
 
 
+@pytest.mark.parametrize("name", ["float32", "bfloat16"])
+def test_decode_into_torch_out(name):
+    torch = pytest.importorskip("torch")
+    if name == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    t = torch.from_numpy(X.copy()).to(getattr(torch, name))
+    data = qsgd_codec.encode(t, **PARAMS)
+    expected = qsgd_codec.decode(data, like=t)
+    out = torch.zeros_like(t)
+    assert qsgd_codec.decode(data, out=out) is not None
+    assert torch.equal(out, expected)
+    strided = torch.zeros(X.shape[1], X.shape[0], dtype=t.dtype).T   # non-contiguous
+    qsgd_codec.decode(data, out=strided)
+    assert torch.equal(strided, expected)
+
+
 def test_as_host_out():
     torch = pytest.importorskip("torch")
     t = torch.zeros(5)

@@ -64,12 +64,10 @@ def run(request, tmp_path_factory):
     ranks = request.param
     _warm_codec()
     out = tmp_path_factory.mktemp(f"mpi{ranks}")
-    extra = {}
-    groups = "identical,elias,seeds,corrupt,mismatch"
-    if ranks == 2:  # GPU inputs through the CUDA simulator: staged through the host
-        extra["NUMBA_ENABLE_CUDASIM"] = "1"
-        groups += ",device"
-    proc = mpirun(ranks, WORKER, str(out), groups, **extra)
+    # NUMBA_ENABLE_CUDASIM: GPU inputs (fake __cuda_array_interface__ arrays) go through the
+    # CUDA simulator and are staged through the host, as on a machine with a GPU
+    proc = mpirun(ranks, WORKER, str(out), "identical,elias,seeds,corrupt,mismatch,device",
+                  NUMBA_ENABLE_CUDASIM="1")
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout}\n{proc.stderr}"
     by_check = defaultdict(list)
     for r in range(ranks):
@@ -114,9 +112,11 @@ def test_float32_baseline_matches_the_mean(run):
     ranks, by = run
     recs = [r for r in by["identical"] if r["op"] == "allreduce_float32"]
     assert len(recs) == 10 * ranks
+    # float32 sums, rounded to the input dtype (float64 inputs keep float32 precision)
+    eps = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float32": 2.0 ** -23,
+           "float64": 2.0 ** -23}
     for r in recs:
-        if r["dtype"] in ("float32", "float64"):
-            assert r["max_error"] < 1e-4 * 20, r
+        assert r["rel_error"] <= 4 * eps[r["dtype"]], r
 
 
 def test_byte_statistics_add_up(run):
@@ -188,7 +188,8 @@ def test_corrupt_message_raises_on_every_rank(run):
 
 
 def test_only_the_owner_sees_it_but_all_raise(run):
-    """allreduce's reduce-scatter: only rank 0 decodes the bad chunk; the rest learn by agreement."""
+    """allreduce's reduce-scatter: only rank 0 decodes the bad chunk, the rest learn it by
+    agreement."""
     ranks, by = run
     recs = [r for r in by["corrupt"] if r["case"] == "allreduce-scatter-flip"]
     by_rank = {r["rank"]: r for r in recs}
@@ -213,8 +214,6 @@ def test_parameter_mismatch_detected_up_front(run):
 
 def test_device_arrays_are_staged_through_the_host(run):
     ranks, by = run
-    if ranks != 2:
-        pytest.skip("checked in the 2-rank launch")
     recs = by["device"]
     assert len(recs) == 3 * ranks
     assert all(r["equal"] and r["kind"] == "ndarray" for r in recs)

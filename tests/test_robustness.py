@@ -218,6 +218,40 @@ def test_cuda_path_under_the_simulator():
     assert not problems, "\n".join(problems[:8])
 
 
+CUDA_OUT_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, "tests")
+import mutation as M
+import qsgd_codec
+from numba import cuda
+from qsgd_codec import format as fmt
+name, m = M.small_messages(checksum=True)[0]
+h = fmt.parse_header(m)
+for bad in (m[:-1], m + b"\\x00", m[:10] + b"\\x09" + m[11:], m[:4] + b"\\x02" + m[5:],
+            m[:8] + b"\\x03" + m[9:]):
+    out = cuda.to_device(np.full(h.shape, 7.0, np.float32))
+    try:
+        qsgd_codec.decode(bad, out=out)
+        print("accepted")
+    except qsgd_codec.QSGDError as exc:
+        print(type(exc).__name__, bool(np.all(out.copy_to_host() == 7.0)))
+"""
+
+
+@pytest.mark.skipif(not M.cuda_available(), reason="qsgd_codec/cuda.py not present")
+def test_cuda_out_untouched_by_header_errors():
+    """Spec 13.2: a failed check of 3.4 leaves a device ``out`` as it was (simulator)."""
+    import subprocess
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run([sys.executable, "-c", CUDA_OUT_SCRIPT], capture_output=True,
+                            text=True, cwd=M.ROOT, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["TruncatedError", "True", "TrailingDataError", "True",
+                                     "UnsupportedError", "True", "VersionError", "True",
+                                     "ReservedBitsError", "True"]
+
+
 # ----------------------------------------------------------------------------- out= after errors
 
 def test_out_untouched_by_header_errors_and_nothing_written_outside_it():
@@ -387,6 +421,26 @@ def test_reference_decoder_memory_is_linear_in_the_element_count():
     assert peaks[1] < 80 and abs(peaks[1] - peaks[0]) < 8
 
 
+def empty_message(shape, dtype="float32"):
+    head = fmt.pack_header(dtype=dtype, scale="max", coding="dense", shape=shape,
+                           bucket_size=512, levels=127, seed=0, body_length=0)
+    return head + fmt.crc32(head).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("path", ["reference", "api", "api_out"])
+def test_an_empty_array_needs_a_shape_that_can_exist(path):
+    """Found by the fuzzer: n = 0 with a huge extent made NumPy's reshape raise ValueError.
+    Now the header check refuses a shape no array can have (LimitError), at the exact
+    boundary: the non-zero extents times the element size must stay below 2^63 bytes."""
+    fits = M.run_decoder(M.PATHS[path], empty_message(((1 << 61) - 1, 0)), LIMIT)
+    assert fits.accepted and fits.shape == ((1 << 61) - 1, 0) and fits.bits == b""
+    for shape, dtype in [((1 << 61, 0), "float32"), ((0, (1 << 63)), "float16"),
+                         ((1 << 31, 1 << 31, 0), "float16"), ((0, (1 << 64) - 1), "float64")]:
+        assert M.run_decoder(M.PATHS[path], empty_message(shape, dtype), LIMIT).error \
+            == "LimitError", shape
+    assert qsgd_codec.inspect(empty_message((1 << 61, 0)))["n"] == 0   # no array is built
+
+
 # ----------------------------------------------------------------------------- 64-bit sizes
 
 @pytest.mark.parametrize("n", [(1 << 31) - 1, 1 << 31, (1 << 32) + 7, 1 << 40, (1 << 63) + 5,
@@ -434,6 +488,107 @@ def test_elias_message_beyond_2_to_the_32_elements_is_inspected_exactly():
     assert info["code_bits"] == int(lengths[-1]) and info["code_bits"] > 0
     with pytest.raises(LimitError):
         qsgd_codec.decode(bomb)
+
+
+def sparse_array(count, dtype):
+    """A zero-filled array of ``count`` elements in an anonymous private mapping: pages that
+    are never written cost no memory, so element indices past 2^32 are cheap to reach."""
+    import mmap
+    dtype = np.dtype(dtype)
+    mapping = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(mapping, dtype=dtype)
+
+
+def call_kernel(kernel, **pool):
+    """Call a Numba CPU kernel by its parameter names (a readable failure if they change)."""
+    import inspect
+    names = list(inspect.signature(kernel.py_func).parameters)
+    missing = [name for name in names if name not in pool]
+    if missing:
+        pytest.fail(f"{kernel.py_func.__name__} now takes {names}; teach this test {missing}")
+    return kernel(*[pool[name] for name in names])
+
+
+def kernel_pool(header, msg, out, **extra):
+    from qsgd_codec import cpu
+    info = cpu.DTYPES[header.dtype]
+    pool = dict(msg=msg, soff=header.scales_offset, toff=header.table_offset,
+                coff=header.codes_offset, clen=header.header_length + header.body_length
+                - header.codes_offset, n=header.n, d=header.bucket_size, s=header.levels,
+                w=header.width, mant=info.mant, emin=info.emin, signbit=info.signbit, out=out)
+    pool.update(extra)
+    return pool
+
+
+@pytest.mark.skipif(not M.ROOT.joinpath("qsgd_codec", "cpu.py").exists(), reason="no cpu.py")
+def test_cpu_dense_kernel_offsets_past_2_to_the_32_elements():
+    """The dense decode kernel at element 2^32 + k, w = 3 (fields cross bytes): the bit offset
+    j*w is past 2^33, the byte offset past 2^31.  Message and output are sparse mappings, so
+    only the pages holding these elements are ever touched."""
+    from qsgd_codec import cpu
+    n, d, s, w = (1 << 32) + 64, 1 << 24, 3, 3
+    nb = fmt.num_buckets(n, d)
+    clen = -(-n * w // 8)
+    head = fmt.pack_header(dtype="float16", scale="max", coding="dense", shape=(n,),
+                           bucket_size=d, levels=s, seed=0, body_length=4 * nb + clen,
+                           checksum=False)
+    header = fmt.Header(1, 0, len(head), 0, "float16", "max", "dense", n, d, s, 0,
+                        4 * nb + clen, (n,))          # what parse_header gives for it
+    msg = sparse_array(len(head) + 4 * nb + clen, np.uint8)
+    msg[:len(head)] = np.frombuffer(head, np.uint8)
+    msg[header.scales_offset + 4 * 256:header.scales_offset + 4 * 257] = np.frombuffer(
+        np.float32(6.0).tobytes(), np.uint8)                 # bucket 256 starts at 2^32
+    levels = np.array([(k % 7) - 3 for k in range(64)], dtype=np.int64)
+    codes = ref.dense_pack(levels, w)                        # 64 * 3 bits = 24 bytes
+    start = header.codes_offset + (1 << 32) * w // 8        # element 2^32's first byte
+    msg[start:start + len(codes)] = np.frombuffer(codes, np.uint8)
+    msg.flags.writeable = False
+    out = sparse_array(n, np.uint16)
+    err, at = call_kernel(cpu._dense_decode_chunk, **kernel_pool(
+        header, msg, out, i0=1 << 32, i1=n))
+    assert err == 0, (err, at)
+    got = out[1 << 32:].view(np.float16).astype(np.float64)
+    np.testing.assert_array_equal(got, levels * 2.0)        # r / s = 2
+    assert not out[:1 << 12].any() and not out[(1 << 32) - 4096:1 << 32].any()
+
+
+@pytest.mark.skipif(not M.ROOT.joinpath("qsgd_codec", "cpu.py").exists(), reason="no cpu.py")
+def test_cpu_elias_kernel_offsets_past_2_to_the_32_elements():
+    """The elias decode kernel on the buckets that start at element 2^32 and 2^32 + 2^16."""
+    from qsgd_codec import cpu
+    d = 1 << 16
+    n = (1 << 32) + d + 5
+    nb = fmt.num_buckets(n, d)
+    targets = {(1 << 32) + 3: -7, (1 << 32) + d - 1: 5, n - 1: 1}
+    scales = np.zeros(nb, "<f4")
+    lengths = np.zeros(nb, "<u4")
+    codes = []
+    for b in (nb - 2, nb - 1):
+        here = sorted(i for i in targets if b * d <= i < (b + 1) * d)
+        bits, previous = "", -1
+        for i in here:
+            q = targets[i]
+            bits += ref.omega_bits(i - b * d - previous) + ("1" if q < 0 else "0") \
+                + ref.omega_bits(abs(q))
+            previous = i - b * d
+        scales[b], lengths[b] = 7.0, len(bits)
+        codes.append(ref.bits_to_bytes(bits))
+    body = scales.tobytes() + lengths.tobytes() + b"".join(codes)
+    head = fmt.pack_header(dtype="float16", scale="max", coding="elias", shape=(n,),
+                           bucket_size=d, levels=7, seed=0, body_length=len(body),
+                           checksum=False)
+    header = fmt.parse_header(head + body, max_elements=None)
+    msg = cpu.message_array(head + body)
+    out = sparse_array(n, np.uint16)
+    out[(1 << 32) - 1] = 0x3C00                             # the element before: untouched
+    err, at = call_kernel(cpu._elias_decode_chunk, **kernel_pool(
+        header, msg, out, b0=nb - 2, b1=nb, off=0))
+    assert err == 0, (err, at)
+    got = out[(1 << 32) - 1:].view(np.float16)
+    assert got[0] == 1.0
+    for i, q in targets.items():
+        assert got[i - (1 << 32) + 1] == q, i
+    assert np.count_nonzero(got) == len(targets) + 1
 
 
 @pytest.mark.skipif(os.environ.get("QSGD_LARGE_TESTS") != "1",

@@ -29,7 +29,7 @@ def main(argv=None):
                        help="folder for train.png and train.json (created)")
 
     table = sub.add_parser("allgather", help="bytes, error and time split of the collectives")
-    table.add_argument("--n", type=int, default=1 << 16, help="elements per rank")
+    table.add_argument("--n", type=int, default=1 << 18, help="elements per rank")
     table.add_argument("--reps", type=int, default=3)
     table.add_argument("--out", default=None, help="also write the rows as JSON here")
 

@@ -305,6 +305,19 @@ def invalid_cases(valid):
         refresh_crc(buf), "LengthError")
     add("elias_body_too_short", "body_length less than 8*nb",
         patch(elias, 40, "<Q", 8 * he.num_buckets - 1), "LengthError")
+
+    # found by fuzz/fuzz_decode.py (the Numba path): n = 0 with an extent so large that no
+    # array of the shape can exist; the decoders raised NumPy's ValueError from reshape
+    def empty_message(shape, dtype="float32"):
+        head = fmt.pack_header(dtype=dtype, scale="max", coding="dense", shape=shape,
+                               bucket_size=512, levels=127, seed=0, body_length=0)
+        return head + fmt.crc32(head).to_bytes(4, "little")
+
+    add("shape_unrepresentable", "n=0 with shape (2^61, 0) float32: the non-zero extents "
+        "times 4 bytes reach 2^63, so no array of that shape can be made",
+        empty_message((1 << 61, 0)), "LimitError")
+    add("shape_extent_over_2_63", "n=0 with shape (0, 2^64-1): an extent no signed 64-bit "
+        "size can hold", empty_message((0, (1 << 64) - 1), "float16"), "LimitError")
     return cases
 
 
