@@ -162,10 +162,10 @@ def decode(data, *, out=None, max_elements=None, like=None):
     cpu.verify_checksum(msg, header)
     bits_dtype = fmt.bits_dtype(header.dtype)
     if out is None:
-        dtype = fmt.numpy_dtype(header.dtype)     # before decoding: bfloat16 needs ml_dtypes
         flat = np.empty(header.n, dtype=bits_dtype)
         cpu.decode_into(header, msg, flat)
-        return flat.view(dtype).reshape(header.shape)
+        # after validation, as in the reference: bfloat16 needs ml_dtypes only to be returned
+        return flat.view(fmt.numpy_dtype(header.dtype)).reshape(header.shape)
     _check_out_matches(out, header)
     if out.flags.c_contiguous:
         cpu.decode_into(header, msg, out.reshape(-1).view(bits_dtype))

@@ -58,9 +58,9 @@ U32 = np.uint32
 GAMMA = U64(0x9E3779B97F4A7C15)
 MIX_1 = U64(0xBF58476D1CE4E5B9)
 MIX_2 = U64(0x94D049BB133111EB)
-_SH = {k: U64(k) for k in (8, 11, 27, 30, 31, 32, 52, 56, 63)}
-SH8, SH11, SH27, SH30, SH31, SH32, SH52, SH56, SH63 = (_SH[k] for k in (8, 11, 27, 30, 31,
-                                                                         32, 52, 56, 63))
+# shift counts typed uint64 (a uint64 shifted by an int64 literal becomes int64 in numba)
+SH8, SH11, SH27, SH30, SH31, SH32, SH52, SH56 = (U64(k) for k in (8, 11, 27, 30, 31, 32, 52,
+                                                                  56))
 TWO_M53 = 2.0 ** -53
 TWO_52 = 2.0 ** 52
 LANES = 32
@@ -562,9 +562,8 @@ def _omega_tables():
         s = _omega_str(v)
         codes[v] = int(s, 2)
         lengths[v] = len(s)
-    # decode tables on a 12-bit window: one omega code (value << 8 | length) and one whole
-    # entry (length | gap << 8 | level << 16 | sign << 24); 0 = does not fit in 12 bits
-    one = np.zeros(4096, dtype=np.uint32)
+    # decoding a whole entry from the next 12 bits: entry[bits] = length | gap << 8 |
+    # level << 16 | sign << 24 when an entry of at most 12 bits starts there, else 0
     entry = np.zeros(4096, dtype=np.uint32)
     small = [(v, _omega_str(v)) for v in range(1, 64)]
     for gap, gs in small:
@@ -575,13 +574,10 @@ def _omega_tables():
                     lo = int(bits, 2) << (12 - len(bits))
                     value = len(bits) | gap << 8 | level << 16 | sign << 24
                     entry[lo:lo + (1 << (12 - len(bits)))] = value
-        if len(gs) <= 12:
-            lo = int(gs, 2) << (12 - len(gs))
-            one[lo:lo + (1 << (12 - len(gs)))] = len(gs) | gap << 8
-    return codes, lengths, one, entry
+    return codes, lengths, entry
 
 
-OMEGA_CODE, OMEGA_LEN, OMEGA_DEC12, ENTRY_DEC12 = _omega_tables()
+OMEGA_CODE, OMEGA_LEN, ENTRY_DEC12 = _omega_tables()
 
 # Tables indexed by a signed level v + LEVEL_OFFSET, |v| < OMEGA_TABLE: the sign bit and the
 # level's omega code as one code, its length (0 for v = 0), and 0/1 for zero/non-zero.
@@ -1162,22 +1158,16 @@ def _check_scales(msg, soff, nb, dmax_bits):
 
 
 @njit(cache=True)
-def _elias_check_table(msg, toff, nb, d, n, G, offs):
-    """Sum of the buckets' code bytes; fills offs[c] with chunk c's first code byte.
-
-    Returns (total, first bucket with L_b > 73 m or -1)."""
+def _elias_check_table(msg, toff, nb, G, offs):
+    """Sum of the buckets' code bytes (spec 5.3); fills offs[c] with the first code byte of
+    chunk c (buckets c*G ..) and offs[-1] with the total, which it returns."""
     total = np.int64(0)
-    too_long = np.int64(-1)
     for b in range(nb):
         if b % G == 0:
             offs[b // G] = total
-        L = np.int64(_ld32(msg, toff + 4 * b))
-        m = min(d, n - b * d)
-        if too_long < 0 and L > 73 * m:
-            too_long = b
-        total += (L + 7) // 8
+        total += (np.int64(_ld32(msg, toff + 4 * b)) + 7) // 8
     offs[(nb + G - 1) // G] = total
-    return total, too_long
+    return total
 
 
 @njit(cache=True)
@@ -1747,7 +1737,7 @@ def decode_into(header, msg, out_bits, *, parallel=None):
         _, g = _bucket_bounds(nb, d)
         nc = -(-nb // g)
         offs = np.empty(nc + 1, dtype=np.int64)
-        total, _ = _elias_check_table(msg, header.table_offset, nb, d, n, g, offs)
+        total = _elias_check_table(msg, header.table_offset, nb, g, offs)
         if total != clen:
             raise LengthError(f"elias bit lengths add up to {int(total)} code bytes, but the "
                               f"body holds {clen}")

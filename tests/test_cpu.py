@@ -438,7 +438,18 @@ def test_memory_encode_is_output_plus_small():
 
 # ----------------------------------------------------------------------------- CRC
 
-@pytest.mark.parametrize("kernel", [cpu.crc32_table, cpu._CRC_KERNEL])
+def _crc_kernels():
+    kernels = [cpu.crc32_table]
+    features = cpu._cpu_features()
+    if cpu.platform.machine().lower() in ("x86_64", "amd64"):
+        if {"pclmul", "sse4.1"} <= features:
+            kernels.append(cpu.crc32_clmul128)
+        if {"vpclmulqdq", "avx512f", "avx512bw"} <= features:
+            kernels.append(cpu.crc32_clmul512)
+    return kernels
+
+
+@pytest.mark.parametrize("kernel", _crc_kernels(), ids=lambda k: k.__name__)
 def test_crc32_matches_zlib(kernel):
     rng = np.random.default_rng(12)
     data = rng.integers(0, 256, 5000, dtype=np.uint8)

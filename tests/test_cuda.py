@@ -11,7 +11,8 @@ output is shown when it fails.  To run them directly:
 
 ``test_kernels_compile_for_sm90_without_fma`` compiles every kernel to PTX for an H100 in
 another child (when libNVVM and libdevice are installed, no GPU needed) and checks that no
-floating-point operation was fused or approximated.
+floating-point operation was fused or approximated.  Throughput on a real GPU is measured by
+benchmarks/bench_gpu.py, never here.
 """
 
 import glob
@@ -30,7 +31,6 @@ from qsgd_codec import errors, format as fmt, reference
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-
 
 
 def sim(test):

@@ -254,7 +254,7 @@ def test_cuda_out_untouched_by_header_errors():
 
 # ----------------------------------------------------------------------------- out= after errors
 
-def test_out_untouched_by_header_errors_and_nothing_written_outside_it():
+def test_out_untouched_by_header_and_checksum_errors():
     """A header-level error (spec 3.4 and 7, the CRC included) is raised before any value is
     written; ``out`` keeps its contents.  (After a body error its contents are unspecified;
     the guarded-buffer test shows nothing outside ``out`` is written either way.)"""

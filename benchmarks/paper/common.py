@@ -82,8 +82,11 @@ def markdown_table(header, rows, align=None):
 def provenance(command, seconds):
     """The lines every results file starts with: how to regenerate it and what it took."""
     import qsgd_codec
-    from qsgd_codec import api
-    backend = getattr(api._backend(), "__name__", str(api._backend()))
+    try:
+        from qsgd_codec import api
+        backend = api._backend().__name__
+    except Exception:                      # provenance only: never fail a run over it
+        backend = "unknown"
     return (f"Regenerate: `{command}` (from the repository root).\n\n"
             f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {seconds:.0f} s wall "
             f"clock, on {platform.machine()} with {os.cpu_count()} cores shared with other jobs; "
