@@ -19,9 +19,10 @@ with more ranks than cores they also include the ranks' competition for the core
     T = T_codec + max over ranks of max(bytes sent, bytes received) / B + alpha * c * ceil(log2 K)
 
 - ``T_codec``: the encode and decode work on the critical path, from the codec speed measured
-  in this process (one rank, no MPI) at that size: allgather ``enc(n) + K dec(n)``; allreduce
-  ``(K-1) enc(n/K) + (K-1) dec(n/K) + enc(n/K) + K dec(n/K)``; parameter server (the root)
-  ``enc(n) + (K-1) dec(n) + enc(n) + dec(n)``; float32 Allreduce 0 (the additions are ignored);
+  in this process (one thread, no MPI; median of at least 5 calls and 0.2 s) at that size:
+  allgather ``enc(n) + K dec(n)``; allreduce ``(K-1) enc(n/K) + (K-1) dec(n/K) + enc(n/K) +
+  K dec(n/K)``; parameter server (the root) ``enc(n) + (K-1) dec(n) + enc(n) + dec(n)``;
+  float32 Allreduce 0 (the additions are ignored);
 - bytes: the payload counted by :class:`qsgd_codec.mpi.CallStats` (per rank, logical; full-duplex
   links, each rank on its own link, no contention); for the float32 Allreduce the
   bandwidth-optimal ring ``2 (K-1)/K * 4n`` each way;
@@ -129,6 +130,11 @@ def worker(args):
 def codec_speed(sizes, settings, reps):
     """Median single-process encode and decode seconds of n float32 values, per setting."""
     import qsgd_codec
+    try:  # one thread: one rank per core, and robust to other jobs on a shared machine
+        import numba
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
     speeds = {}
     for setting in settings:
         kw = SETTINGS[setting]
@@ -192,15 +198,16 @@ def fmt_s(t):
 
 
 def write_report(rows, speeds, args, env_note):
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.results
+    out.mkdir(parents=True, exist_ok=True)
     base = {(r["ranks"], r["n"]): r for r in rows if r["op"] == "float32"}
     lines = ["# MPI collectives: measured and modeled time", "",
              f"Command: `{' '.join(args.command)}`.  {env_note}", "",
              "Times in milliseconds: the slowest rank, median of repetitions (fewer "
              "repetitions for large sizes).  `x f32` = the plain float32 MPI Allreduce's time "
              "divided by this row's (above 1: faster than float32).  The model (see the "
-             "script's docstring): T = codec time measured on one core + bytes / link "
-             "bandwidth + 10 us x collectives x ceil(log2 K).", ""]
+             "script's docstring): T = codec time measured in one process on one thread + "
+             "bytes / link bandwidth + 10 us x collectives x ceil(log2 K).", ""]
     import qsgd_codec
     lines += ["## Codec speed (this process, one rank, median)", "",
               f"Threads: Numba {_numba_threads()}.", "",
@@ -227,14 +234,14 @@ def write_report(rows, speeds, args, env_note):
                 key = f"model_{g}gbit_s"
                 cells += [fmt_s(r[key]), f"{b[key] / r[key]:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
-    (RESULTS / "mpi.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "mpi.json").write_text(json.dumps({
+    (out / "mpi.md").write_text("\n".join(lines) + "\n")
+    (out / "mpi.json").write_text(json.dumps({
         "command": args.command, "note": env_note, "backend": _backend_name(),
         "qsgd_codec": qsgd_codec.__version__, "alpha_s": ALPHA, "links_gbit": LINKS_GBIT,
         "codec_speed": [{"setting": s, "n": n, "encode_s": e, "decode_s": d,
                          "message_bytes": m} for (s, n), (e, d, m) in sorted(speeds.items())],
         "rows": rows}, indent=1))
-    plot(rows)
+    plot(rows, out / "mpi.png")
 
 
 def _numba_threads():
@@ -254,7 +261,7 @@ def _backend_name():
         return "unknown"
 
 
-def plot(rows):
+def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -283,7 +290,7 @@ def plot(rows):
             ax.grid(True, alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "mpi.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -296,6 +303,7 @@ def main():
     parser.add_argument("--settings", default=None, help=f"comma-separated of {list(SETTINGS)}")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=1800, help="per mpiexec launch (s)")
+    parser.add_argument("--results", default=str(RESULTS), help="output folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -309,6 +317,7 @@ def main():
         args.settings = list(SETTINGS) if args.full else ["8bit-b512", "4bit-b512"]
     if args.worker:
         return worker(args)
+    args.results = Path(args.results)
 
     from qsgd_codec import mpi as qm
     args.command = ["python", "benchmarks/bench_mpi.py", *sys.argv[1:]]
@@ -334,7 +343,7 @@ def main():
             f"{_mpi_version()}; codec backend: {_backend_name()}; ranks > cores ran with "
             f"MPIR_CVAR_ENABLE_HEAVY_YIELD=1 and one thread per rank.")
     write_report(rows, speeds, args, note)
-    print(f"wrote {RESULTS / 'mpi.md'}, mpi.json, mpi.png")
+    print(f"wrote {args.results / 'mpi.md'}, mpi.json, mpi.png")
     return 0
 
 

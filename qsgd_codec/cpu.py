@@ -56,6 +56,7 @@ from .errors import (ChecksumError, CorruptDataError, LengthError, NonFiniteErro
 U64 = np.uint64
 U32 = np.uint32
 GAMMA = U64(0x9E3779B97F4A7C15)
+GAMMA_2, GAMMA_3, GAMMA_4 = (U64((k * 0x9E3779B97F4A7C15) % (1 << 64)) for k in (2, 3, 4))
 MIX_1 = U64(0xBF58476D1CE4E5B9)
 MIX_2 = U64(0x94D049BB133111EB)
 # shift counts typed uint64 (a uint64 shifted by an int64 literal becomes int64 in numba)
@@ -695,9 +696,11 @@ def _level(xv, rr, sf, z):
     l = np.floor(t)
     p = t - l
     u = np.float64(_mix64(z) >> SH11) * TWO_M53
-    # spec 8.4 also writes "zeta = s if l >= s": it is implied here, because r >= |x| makes
-    # a <= 1 and t <= s, so l >= s only when t == s, where p == 0 and zeta = l = s
-    zeta = l + 1.0 if u < p else l
+    # spec 8.4: zeta = s if l >= s, else l + (u < p).  Written as min(l + (u < p), s), the
+    # same value (l + 1 <= s when l < s): one min instead of a compare and a select.  (With
+    # the encoder's r >= |x| the clamp never changes anything, but it keeps this function
+    # equal to the reference for any r.)
+    zeta = min(l + 1.0 if u < p else l, sf)
     qi = np.int32(zeta)
     return -qi if xv < 0.0 else qi
 
@@ -710,10 +713,11 @@ def _quantize(xb, lo, hi, r, s, key, mant, q):
             q[j] = 0
         return
     sf = np.float64(s)
-    z = key + U64(lo + 1) * GAMMA
+    z = U64(key) + U64(lo + 1) * GAMMA      # the generator's state for element lo, then + GAMMA
     xs = xb[lo:hi]
     for j in range(hi - lo):
-        q[j] = _level(_to_f64(xs[j], mant, xb), r, sf, z + U64(j) * GAMMA)
+        q[j] = _level(_to_f64(xs[j], mant, xb), r, sf, z)
+        z += GAMMA
 
 
 # ----------------------------------------------------------------------------- dense packing (6.1)
@@ -782,32 +786,39 @@ def _quantize_pack(xb, lo, hi, r, s, w, key, mant, codes, q):
     """
     m = hi - lo
     sf = np.float64(s)
-    z = key + U64(lo + 1) * GAMMA
+    z = U64(key) + U64(lo + 1) * GAMMA
     xs = xb[lo:hi]
+    # the counter advances by GAMMA per element as an induction variable (cheaper than a
+    # 64-bit multiply per element)
     if r != 0.0 and w == 8:
         cs = codes[lo:hi]
         for j in range(m):
-            cs[j] = np.uint8(_level(_to_f64(xs[j], mant, xb), r, sf, z + U64(j) * GAMMA) & 255)
+            cs[j] = np.uint8(_level(_to_f64(xs[j], mant, xb), r, sf, z) & 255)
+            z += GAMMA
         return
     if r != 0.0 and w == 4 and lo % 2 == 0:
         cs = codes[lo // 2:(hi + 1) // 2]
+        z0 = z
         for j in range(m // 2):
-            a = _level(_to_f64(xs[2 * j], mant, xb), r, sf, z + U64(2 * j) * GAMMA)
-            b = _level(_to_f64(xs[2 * j + 1], mant, xb), r, sf, z + U64(2 * j + 1) * GAMMA)
+            a = _level(_to_f64(xs[2 * j], mant, xb), r, sf, z0)
+            b = _level(_to_f64(xs[2 * j + 1], mant, xb), r, sf, z0 + GAMMA)
             cs[j] = np.uint8((a & 15) | ((b & 15) << 4))
+            z0 += GAMMA_2
         if m % 2:
             cs[m // 2] = np.uint8(_level(_to_f64(xs[m - 1], mant, xb), r, sf,
                                          z + U64(m - 1) * GAMMA) & 15)
         return
     if r != 0.0 and w == 2 and lo % 4 == 0:
         cs = codes[lo // 4:(hi + 3) // 4]
+        z0 = z
         for j in range(m // 4):
             k = 4 * j
-            a = _level(_to_f64(xs[k], mant, xb), r, sf, z + U64(k) * GAMMA)
-            b = _level(_to_f64(xs[k + 1], mant, xb), r, sf, z + U64(k + 1) * GAMMA)
-            c = _level(_to_f64(xs[k + 2], mant, xb), r, sf, z + U64(k + 2) * GAMMA)
-            e = _level(_to_f64(xs[k + 3], mant, xb), r, sf, z + U64(k + 3) * GAMMA)
+            a = _level(_to_f64(xs[k], mant, xb), r, sf, z0)
+            b = _level(_to_f64(xs[k + 1], mant, xb), r, sf, z0 + GAMMA)
+            c = _level(_to_f64(xs[k + 2], mant, xb), r, sf, z0 + GAMMA_2)
+            e = _level(_to_f64(xs[k + 3], mant, xb), r, sf, z0 + GAMMA_3)
             cs[j] = np.uint8((a & 3) | ((b & 3) << 2) | ((c & 3) << 4) | ((e & 3) << 6))
+            z0 += GAMMA_4
         rest = m % 4
         if rest:
             v = 0

@@ -228,7 +228,7 @@ def recommended_env(ranks, cores=None):
     - When ranks outnumber cores: ``MPIR_CVAR_ENABLE_HEAVY_YIELD=1``.  MPICH busy-polls
       while it waits; with more ranks than cores the waiting ranks steal the CPU from the
       ranks that have work (measured: a rank computing while three others wait in a barrier
-      ran 2.2x slower on 2 cores).  Heavy yield makes waiting ranks sleep briefly instead,
+      ran 2.1-2.4x slower on 2 cores).  Heavy yield makes waiting ranks sleep briefly instead,
       at the price of latency (a 16-byte Allreduce of 4 ranks: ~50 us -> ~600 us).
       Leave it unset when every rank has its own core, and keep mpi4py's default thread
       level (``multiple``): with ``MPI4PY_RC_THREAD_LEVEL=single`` the heavy yield made a
@@ -597,7 +597,7 @@ def allgather(x, *, comm=None, average=True, bits=None, levels=None, bucket_size
             source = k
             values = call.decode(recv[displs[k]:displs[k] + counts[k]], k, arr.shape, arr.dtype)
             t = time.perf_counter()
-            acc += values.reshape(-1).astype(np.float64)
+            acc += values.reshape(-1)          # float64 accumulation, cast in the loop
             st.decode_s += time.perf_counter() - t
         source = rank
         t = time.perf_counter()
@@ -672,7 +672,7 @@ def allreduce(x, *, comm=None, average=True, bits=None, levels=None, bucket_size
                 part = call.decode(recv[rdispls[k]:rdispls[k] + recvcounts[k]], k,
                                    (hi - lo,), arr.dtype)
             t = time.perf_counter()
-            acc += part.astype(np.float64)
+            acc += part
             st.decode_s += time.perf_counter() - t
         t = time.perf_counter()
         reduced = _finish_values(acc, K, average, arr.dtype, (hi - lo,))
@@ -756,7 +756,7 @@ def parameter_server(x, *, comm=None, root=0, average=True, bits=None, levels=No
                     part = call.decode(recv[displs[k]:displs[k] + counts[k]], k, arr.shape,
                                        arr.dtype).reshape(-1)
                 t = time.perf_counter()
-                acc += part.astype(np.float64)
+                acc += part
                 st.decode_s += time.perf_counter() - t
             t = time.perf_counter()
             reduced = _finish_values(acc, K, average, arr.dtype, arr.shape)

@@ -505,3 +505,19 @@ def test_warmup_reports_timings():
     timings = qsgd_codec.warmup()
     assert timings["total"] >= 0
     assert {"crc32", "dense/float32", "elias/bfloat16"} <= set(timings)
+
+
+def test_kernels_take_the_key_as_any_integer_type():
+    """numba types a Python int below 2^63 as int64, and int64 mixed with uint64 becomes
+    float64: the kernels coerce the key, so both typings give the spec's levels."""
+    x = cpu._readonly(np.random.default_rng(9).standard_normal(300).astype(np.float32)
+                      .view(np.uint32))
+    key = int(cpu._seed_key(np.uint64(12345)))
+    q_int, q_u64 = np.empty(1024, np.int32), np.empty(1024, np.int32)
+    for r in (2.5, 4.0):          # 2.5 < max |x|: spec 8.4's clamp to s matters too
+        cpu._quantize(x, 0, 300, r, 7, key if key < 2**63 else key - 2**64, 23, q_int)
+        cpu._quantize(x, 0, 300, r, 7, np.uint64(key), 23, q_u64)
+        np.testing.assert_array_equal(q_int[:300], q_u64[:300])
+        u = ref.uniform(12345, np.arange(300))
+        want = ref.quantize_bucket(x.view(np.float32).astype(np.float64), np.float32(r), 7, u)
+        np.testing.assert_array_equal(q_u64[:300], want)

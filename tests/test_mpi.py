@@ -8,6 +8,7 @@ derivation is tested here directly (no MPI needed).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -52,8 +53,18 @@ def mpirun(ranks, script, *args, timeout=LAUNCH_TIMEOUT, **env):
     if mpiexec is None:
         pytest.skip("no mpiexec found (pip install 'qsgd_codec[mpi]')")
     cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", str(script), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=_launch_env(ranks, **env), capture_output=True,
-                          text=True, timeout=timeout)
+    # a session of its own: on a timeout (a hang) the whole job, ranks included, is killed
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_launch_env(ranks, **env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec -n {ranks} {script.name} did not finish in {timeout} s (a hang?)"
+                    f"\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["np2", "np4"])

@@ -40,3 +40,24 @@ def configure_launch():
         except (ImportError, ValueError, AttributeError):
             pass
     return ranks
+
+
+def warm_codec(comm, shapes, codecs):
+    """Rank 0 compiles the codec kernels first; the other ranks then load them from Numba's
+    on-disk cache, instead of every rank compiling the same kernels at once on shared cores.
+    Cheap once the cache is warm."""
+    import numpy as np
+
+    import qsgd_codec
+
+    def touch():
+        for shape in shapes:
+            x = np.linspace(-1, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+            for kw in codecs:
+                qsgd_codec.decode(qsgd_codec.encode(x, **kw))
+
+    if comm.Get_rank() == 0:
+        touch()
+    comm.Barrier()
+    if comm.Get_rank() != 0:
+        touch()

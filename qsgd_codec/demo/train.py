@@ -164,29 +164,12 @@ def plot(results, path):
     plt.close(fig)
 
 
-def warm_codec(comm, shapes, codecs):
-    """Rank 0 compiles the codec kernels first; the other ranks then load them from Numba's
-    on-disk cache, instead of every rank compiling the same kernels at once on shared cores.
-    (A no-op cost once the cache is warm.)"""
-    import qsgd_codec
-
-    def touch():
-        for shape in shapes:
-            x = np.linspace(-1, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
-            for kw in codecs:
-                qsgd_codec.decode(qsgd_codec.encode(x, **kw))
-
-    if comm.Get_rank() == 0:
-        touch()
-    comm.Barrier()
-    if comm.Get_rank() != 0:
-        touch()
-
-
 def run(args):
     from mpi4py import MPI
 
     from qsgd_codec import mpi as qm
+
+    from . import warm_codec
     comm = MPI.COMM_WORLD
     rank, k = comm.Get_rank(), comm.Get_size()
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
