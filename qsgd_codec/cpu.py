@@ -1020,8 +1020,8 @@ def _write_block(q, k, i, last, codes, pos, end, acc, nacc, s):
     """Write the entries of levels q[0:k] (elements i..i+k-1).
 
     Three loops: any level (s >= OMEGA_TABLE), sparse blocks (see _sparse: a branch skips
-    zeros), and dense blocks (branch-free on the zero test).  Array accesses stay in these loop bodies: a helper taking ``codes``
-    would cost reference-count calls per element."""
+    zeros), and dense blocks (branch-free on the zero test).  Array accesses stay in these
+    loop bodies: a helper taking ``codes`` would cost reference-count calls per element."""
     top = OMEGA_TABLE - 1
     if s > top or _sparse(q, k):
         for j in range(k):
