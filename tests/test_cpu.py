@@ -247,12 +247,14 @@ def test_output_is_independent_of_thread_count(restore_threads, coding, levels, 
 
 
 def test_elias_reference_agrees_on_a_parallel_sized_input():
-    n = PARALLEL = cpu.PARALLEL_MIN + 1000
+    """Above PARALLEL_MIN, through the parallel drivers and the public API."""
+    n = cpu.PARALLEL_MIN + 1000
     x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
     params = fmt.EncodeParams(12, 4096, "l2", "elias", 3, True)
-    assert PARALLEL >= cpu.PARALLEL_MIN
-    message = fast_encode(x, params, parallel=True)
-    assert message == ref.encode_array(x, params)
+    want = ref.encode_array(x, params)
+    assert fast_encode(x, params, parallel=True) == want
+    assert qsgd_codec.encode(x, levels=12, bucket_size=4096, scale="l2", coding="elias",
+                             seed=3) == want
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
