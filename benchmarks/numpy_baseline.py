@@ -25,8 +25,7 @@ def encode_dense(x, *, bits=8, bucket_size=512, scale="max", rng=None):
     if scale == "max":
         r = np.abs(buckets).max(axis=1)
     else:
-        r = np.sqrt(np.einsum("ij,ij->i", buckets, buckets, dtype=np.float64)).astype(
-            np.float32)
+        r = np.sqrt(np.einsum("ij,ij->i", buckets, buckets, dtype=np.float64)).astype(np.float32)
     safe = np.where(r > 0, r, 1).astype(np.float32)
     t = np.abs(buckets) / safe[:, None] * s
     lower = np.floor(t)
@@ -48,7 +47,7 @@ def pack(q, bits):
     if bits == 8:
         return q.view(np.uint8).copy()
     per = 8 // bits
-    u = (q.astype(np.uint8) & ((1 << bits) - 1))
+    u = q.astype(np.uint8) & ((1 << bits) - 1)
     u = np.concatenate([u, np.zeros(-len(u) % per, dtype=np.uint8)]).reshape(-1, per)
     shifts = np.arange(per, dtype=np.uint8) * bits
     return np.bitwise_or.reduce(u << shifts, axis=1).astype(np.uint8)

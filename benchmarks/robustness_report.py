@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import mutation as M  # noqa: E402
-from qsgd_codec import format as fmt  # noqa: E402
 
 LIMIT = 1 << 20
 OUT = HERE / "results"
@@ -44,7 +43,8 @@ def damage_sets(messages, rnd, samples):
             for value in range(256):
                 if value != message[k]:
                     sets["byte substitution"].append(
-                        (name, region, message[:k] + bytes([value]) + message[k + 1:]))
+                        (name, region, message[:k] + bytes([value]) + message[k + 1 :])
+                    )
         bits = 8 * len(message)
         for _ in range(samples):
             i, j = rnd.sample(range(bits), 2)
@@ -84,8 +84,13 @@ def evaluate(path_fn, items, reference_cache, path_name):
 
 
 def cuda_outcomes(items):
-    outcomes, crash = M.run_child("cuda", [m for _, _, m in items], max_elements=LIMIT,
-                                  env={"NUMBA_ENABLE_CUDASIM": "1"}, timeout=6000)
+    outcomes, crash = M.run_child(
+        "cuda",
+        [m for _, _, m in items],
+        max_elements=LIMIT,
+        env={"NUMBA_ENABLE_CUDASIM": "1"},
+        timeout=6000,
+    )
     if crash is not None:
         raise RuntimeError(f"the CUDA path died on item {crash[0]}: {crash[1]}")
     return dict(zip([m for _, _, m in items], outcomes))
@@ -93,12 +98,18 @@ def cuda_outcomes(items):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cuda", action="store_true", help="include the CUDA simulator path "
-                        "(single-bit flips and truncations only: the simulator is slow)")
-    parser.add_argument("--samples", type=int, default=2000,
-                        help="random 2-bit and burst errors per message")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite robustness.md from robustness.json")
+    parser.add_argument(
+        "--cuda",
+        action="store_true",
+        help="include the CUDA simulator path "
+        "(single-bit flips and truncations only: the simulator is slow)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="random 2-bit and burst errors per message"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite robustness.md from robustness.json"
+    )
     args = parser.parse_args()
     if args.render_only:
         results = json.loads((OUT / "robustness.json").read_text())
@@ -113,9 +124,11 @@ def main():
         for _, _, mutant in items:
             if mutant not in reference_cache:
                 reference_cache[mutant] = M.run_decoder(M.decode_reference, mutant, LIMIT)
-    paths = {"reference": None,
-             "api": lambda m: M.run_decoder(M.decode_api, m, LIMIT),
-             "api_out": lambda m: M.run_decoder(M.decode_api_out, m, LIMIT)}
+    paths = {
+        "reference": None,
+        "api": lambda m: M.run_decoder(M.decode_api, m, LIMIT),
+        "api_out": lambda m: M.run_decoder(M.decode_api_out, m, LIMIT),
+    }
     results = {"messages": len(messages), "limit": LIMIT, "kinds": {}, "paths": {}}
     for kind, items in sets.items():
         results["kinds"][kind] = len(items)
@@ -125,11 +138,13 @@ def main():
         for kind, items in sets.items():
             rows, undetected, failures = evaluate(fn, items, reference_cache, path_name)
             failures_total += len(failures)
-            per_kind[kind] = {"rows": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}/{k[2]}": v
-                                       for k, v in rows.items()},
-                              "undetected_by_region": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}": v
-                                                       for k, v in undetected.items()},
-                              "oracle_failures": failures[:20]}
+            per_kind[kind] = {
+                "rows": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}/{k[2]}": v for k, v in rows.items()},
+                "undetected_by_region": {
+                    f"{'crc' if k[0] else 'nocrc'}/{k[1]}": v for k, v in undetected.items()
+                },
+                "oracle_failures": failures[:20],
+            }
         results["paths"][path_name] = {"kinds": per_kind, "oracle_failures": failures_total}
         print(f"{path_name}: {failures_total} oracle failures", flush=True)
     if args.cuda:
@@ -138,16 +153,21 @@ def main():
         per_kind = {}
         failures_total = 0
         for kind in ("bit flip", "truncation"):
-            rows, undetected, failures = evaluate(lambda m: outcomes[m], sets[kind],
-                                                  reference_cache, "cuda")
+            rows, undetected, failures = evaluate(
+                lambda m: outcomes[m], sets[kind], reference_cache, "cuda"
+            )
             failures_total += len(failures)
-            per_kind[kind] = {"rows": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}/{k[2]}": v
-                                       for k, v in rows.items()},
-                              "undetected_by_region": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}": v
-                                                       for k, v in undetected.items()},
-                              "oracle_failures": failures[:20]}
-        results["paths"]["cuda (simulator)"] = {"kinds": per_kind,
-                                                "oracle_failures": failures_total}
+            per_kind[kind] = {
+                "rows": {f"{'crc' if k[0] else 'nocrc'}/{k[1]}/{k[2]}": v for k, v in rows.items()},
+                "undetected_by_region": {
+                    f"{'crc' if k[0] else 'nocrc'}/{k[1]}": v for k, v in undetected.items()
+                },
+                "oracle_failures": failures[:20],
+            }
+        results["paths"]["cuda (simulator)"] = {
+            "kinds": per_kind,
+            "oracle_failures": failures_total,
+        }
         print(f"cuda: {failures_total} oracle failures", flush=True)
     results["seconds"] = round(time.perf_counter() - start, 1)
     OUT.mkdir(exist_ok=True)
@@ -169,42 +189,63 @@ def pct(refused, total):
 
 
 def render(results, messages):
-    lines = ["# Detection of damaged messages", "",
-             "Generated by `python benchmarks/robustness_report.py` (add `--cuda` for the CUDA "
-             "simulator path). Corpus: the "
-             f"{results['messages']} small valid messages of `tests/mutation.py` (dense and "
-             "elias coding; float16, bfloat16, float32, float64; each with and without the "
-             "CRC-32 trailer). A mutant counts as *refused* when the decoder raises a "
-             "`QSGDError`. Every accepted mutant was checked by the oracle: it is itself a "
-             "well-formed message (the canonical encoding of what it decodes to) and every "
-             "path returned the reference's values bit for bit.", ""]
-    lines += ["## Refused, by decoder path and kind of damage", "",
-              "| path | damage | with CRC-32 | without CRC: dense | without CRC: elias | "
-              "oracle failures |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Detection of damaged messages",
+        "",
+        "Generated by `python benchmarks/robustness_report.py` (add `--cuda` for the CUDA "
+        "simulator path). Corpus: the "
+        f"{results['messages']} small valid messages of `tests/mutation.py` (dense and "
+        "elias coding; float16, bfloat16, float32, float64; each with and without the "
+        "CRC-32 trailer). A mutant counts as *refused* when the decoder raises a "
+        "`QSGDError`. Every accepted mutant was checked by the oracle: it is itself a "
+        "well-formed message (the canonical encoding of what it decodes to) and every "
+        "path returned the reference's values bit for bit.",
+        "",
+    ]
+    lines += [
+        "## Refused, by decoder path and kind of damage",
+        "",
+        "| path | damage | with CRC-32 | without CRC: dense | without CRC: elias | "
+        "oracle failures |",
+        "|---|---|---|---|---|---|",
+    ]
     for path, data in results["paths"].items():
         for kind, k in data["kinds"].items():
             rows = k["rows"]
-            lines.append(f"| {path} | {kind} | {pct(*rate(rows, True))} | "
-                         f"{pct(*rate(rows, False, 'dense'))} | "
-                         f"{pct(*rate(rows, False, 'elias'))} | {len(k['oracle_failures'])} |")
+            lines.append(
+                f"| {path} | {kind} | {pct(*rate(rows, True))} | "
+                f"{pct(*rate(rows, False, 'dense'))} | "
+                f"{pct(*rate(rows, False, 'elias'))} | {len(k['oracle_failures'])} |"
+            )
     ref = results["paths"]["reference"]["kinds"]
-    lines += ["", "## What passes undetected without a checksum", "",
-              "Without the CRC-32 a damaged message is accepted only when the result is "
-              "another well-formed message: a different level, scale, header parameter or "
-              "informational field (`seed`, `minor`). A single-bit flip never passes in the "
-              "framing (magic, major version, header_length, flags, reserved bits, ndim, n, "
-              "shape, body_length, bit-length table). With the CRC-32 nothing passed.", "",
-              "| field | accepted single-bit flips | accepted byte substitutions |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "## What passes undetected without a checksum",
+        "",
+        "Without the CRC-32 a damaged message is accepted only when the result is "
+        "another well-formed message: a different level, scale, header parameter or "
+        "informational field (`seed`, `minor`). A single-bit flip never passes in the "
+        "framing (magic, major version, header_length, flags, reserved bits, ndim, n, "
+        "shape, body_length, bit-length table). With the CRC-32 nothing passed.",
+        "",
+        "| field | accepted single-bit flips | accepted byte substitutions |",
+        "|---|---|---|",
+    ]
     flips = ref["bit flip"]["undetected_by_region"]
     subs = ref["byte substitution"]["undetected_by_region"]
-    keys = sorted({k for k in list(flips) + list(subs) if k.startswith("nocrc/")},
-                  key=lambda k: -(flips.get(k, 0) + subs.get(k, 0)))
+    keys = sorted(
+        {k for k in list(flips) + list(subs) if k.startswith("nocrc/")},
+        key=lambda k: -(flips.get(k, 0) + subs.get(k, 0)),
+    )
     for key in keys:
         lines.append(f"| {key[6:]} | {flips.get(key, 0):,} | {subs.get(key, 0):,} |")
     refused, total = rate(ref["bit flip"]["rows"], False)
-    lines += ["", f"Overall, without the CRC-32, {pct(refused, total)} of single-bit flips are "
-              f"refused; with it, {pct(*rate(ref['bit flip']['rows'], True))}.", ""]
+    lines += [
+        "",
+        f"Overall, without the CRC-32, {pct(refused, total)} of single-bit flips are "
+        f"refused; with it, {pct(*rate(ref['bit flip']['rows'], True))}.",
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 

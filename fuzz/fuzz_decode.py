@@ -37,19 +37,21 @@ sys.path.insert(0, str(ROOT))
 WORK = HERE / "work"
 FINDINGS = HERE / "findings"
 RESULTS = HERE / "results"
-LIMIT = 1 << 20          # max_elements for every decode: keeps a bomb to ~250 MB in the oracle
+LIMIT = 1 << 20  # max_elements for every decode: keeps a bomb to ~250 MB in the oracle
 MAX_LEN = 4096
 PATHS = ("reference", "api", "cuda")
-SELFTEST = "selftest_segfault"   # a decoder that crashes on purpose: checks the harness
+SELFTEST = "selftest_segfault"  # a decoder that crashes on purpose: checks the harness
 
 
 # ----------------------------------------------------------------------------- worker
+
 
 class Target:
     """The per-input check, shared by both engines."""
 
     def __init__(self, path, workdir):
         import mutation as M
+
         self.M = M
         self.path = path
         self.fn = M.PATHS[path]
@@ -83,7 +85,7 @@ class Target:
         self.stats["modes"][mode] = self.stats["modes"].get(mode, 0) + 1
         if mode == "plain":
             outcome = M.run_decoder(self.fn, data, LIMIT)
-        elif mode == "device_bytes":        # the message already in device memory
+        elif mode == "device_bytes":  # the message already in device memory
             outcome = M.run_decoder(M.decode_cuda_device_bytes, data, LIMIT)
         elif mode in ("guard_after", "guard_before"):
             view, _keep = M.guarded_bytes(data, mode[6:])
@@ -91,7 +93,8 @@ class Target:
         else:
             view, _keep = M.guarded_bytes(data, "after")
             out, _keep_out = M.empty_out_for(
-                data, LIMIT, allocate=lambda s, t: M.guarded_empty(s, t, "after"))
+                data, LIMIT, allocate=lambda s, t: M.guarded_empty(s, t, "after")
+            )
             outcome = M.run_decoder(lambda b, m: M.decode_api_out(b, m, out=out), view, LIMIT)
         reference = outcome if self.path in ("reference", SELFTEST) else None
         why = M.judge(data, outcome, LIMIT, reference)
@@ -108,7 +111,9 @@ class Target:
 def seed_corpus(corpus_dir):
     """Small valid messages (both checksum variants) and every conformance vector."""
     import mutation as M
-    from vectors import load_vectors
+
+    from qsgd_codec.conformance import load_vectors
+
     corpus_dir.mkdir(parents=True, exist_ok=True)
     seeds = [m for _, m in M.small_messages()]
     seeds += [v["message"] for v in load_vectors() if len(v["message"]) <= MAX_LEN]
@@ -128,10 +133,19 @@ def run_atheris(target, workdir, seconds, seed):
             return M.refresh_crc(out) if rnd.random() < 0.8 else out
         return M.mutate(data, rnd)[:max_size]
 
-    args = [sys.argv[0], str(workdir / "corpus"), f"-max_total_time={seconds}",
-            f"-max_len={MAX_LEN}", f"-seed={seed}", "-timeout=20", "-rss_limit_mb=4096",
-            f"-artifact_prefix={workdir}/artifacts/", "-print_final_stats=1",
-            "-print_pcs=0", "-reload=0"]
+    args = [
+        sys.argv[0],
+        str(workdir / "corpus"),
+        f"-max_total_time={seconds}",
+        f"-max_len={MAX_LEN}",
+        f"-seed={seed}",
+        "-timeout=20",
+        "-rss_limit_mb=4096",
+        f"-artifact_prefix={workdir}/artifacts/",
+        "-print_final_stats=1",
+        "-print_pcs=0",
+        "-reload=0",
+    ]
     (workdir / "artifacts").mkdir(exist_ok=True)
     atheris.Setup(args, lambda data: target(data), custom_mutator=mutator)
     atheris.Fuzz()
@@ -140,6 +154,7 @@ def run_atheris(target, workdir, seconds, seed):
 def run_random(target, workdir, seconds, seed):
     """Fallback engine: structure-aware random mutation of a growing corpus."""
     import mutation as M
+
     rnd = random.Random(seed)
     corpus = [p.read_bytes() for p in sorted((workdir / "corpus").iterdir())]
     seen = set()
@@ -160,13 +175,15 @@ def worker_main(args):
     resource.setrlimit(resource.RLIMIT_AS, (12 * gib, 12 * gib))
     if args.engine == "atheris":
         import atheris
+
         with atheris.instrument_imports(include=["qsgd_codec"]):
             import qsgd_codec  # noqa: F401
             import qsgd_codec.reference  # noqa: F401
-            import qsgd_codec.format  # noqa: F401
+            import qsgd_codec.wire  # noqa: F401
     target = Target(args.path, workdir)
-    if args.path == "api":        # compile the kernels before the clock matters
+    if args.path == "api":  # compile the kernels before the clock matters
         import mutation as M
+
         for _, m in M.small_messages():
             M.run_decoder(M.decode_api, m, LIMIT)
     try:
@@ -180,9 +197,11 @@ def worker_main(args):
 
 # ----------------------------------------------------------------------------- supervisor
 
+
 def engine_available():
     try:
         import atheris  # noqa: F401
+
         return "atheris"
     except ImportError:
         return "random"
@@ -218,13 +237,26 @@ def supervise(args):
             break
         stats_file = workdir / "stats.json"
         stats_file.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, "--worker", "--path", args.path, "--engine", engine,
-               "--seconds", str(left), "--seed", str(args.seed + restarts),
-               "--workdir", str(workdir)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--path",
+            args.path,
+            "--engine",
+            engine,
+            "--seconds",
+            str(left),
+            "--seed",
+            str(args.seed + restarts),
+            "--workdir",
+            str(workdir),
+        ]
         with open(workdir / "worker.log", "w") as log:
             try:
-                rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=left + 120, cwd=ROOT).returncode
+                rc = subprocess.run(
+                    cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=left + 120, cwd=ROOT
+                ).returncode
             except subprocess.TimeoutExpired:
                 rc = "hang"
         text = (workdir / "worker.log").read_text(errors="replace")
@@ -240,8 +272,9 @@ def supervise(args):
         if rc == 0:
             break
         restarts += 1
-        artifacts = sorted((workdir / "artifacts").glob("*")) if (workdir / "artifacts").exists() \
-            else []
+        artifacts = (
+            sorted((workdir / "artifacts").glob("*")) if (workdir / "artifacts").exists() else []
+        )
         data = artifacts[-1].read_bytes() if artifacts else (workdir / "current.bin").read_bytes()
         for a in artifacts:
             a.unlink()
@@ -252,12 +285,21 @@ def supervise(args):
         findings.append({"file": f"{saved}.bin", "exit": str(rc), "summary": _summary(text, rc)})
         print(f"[fuzz] worker died ({rc}); saved {saved}.bin", flush=True)
     elapsed = time.monotonic() - start
-    result = {"path": args.path, "engine": engine, "seconds": round(elapsed, 1),
-              "executions": totals["execs"], "libfuzzer_executions": libfuzzer_execs,
-              "execs_per_second": round(totals["execs"] / max(elapsed, 1e-9), 1),
-              "accepted": totals["accepted"], "errors": totals["errors"],
-              "seed_inputs": len(seeds), "restarts": restarts, "findings": findings,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "max_elements": LIMIT}
+    result = {
+        "path": args.path,
+        "engine": engine,
+        "seconds": round(elapsed, 1),
+        "executions": totals["execs"],
+        "libfuzzer_executions": libfuzzer_execs,
+        "execs_per_second": round(totals["execs"] / max(elapsed, 1e-9), 1),
+        "accepted": totals["accepted"],
+        "errors": totals["errors"],
+        "seed_inputs": len(seeds),
+        "restarts": restarts,
+        "findings": findings,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "max_elements": LIMIT,
+    }
     if args.path != SELFTEST:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{args.path}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -274,17 +316,21 @@ def _summary(text, rc):
 
 
 def write_report():
-    rows = ["| decoder path | engine | seconds | executions | exec/s | accepted | "
-            "findings | date |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| decoder path | engine | seconds | executions | exec/s | accepted | findings | date |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for path in PATHS:
         f = RESULTS / f"{path}.json"
         if not f.exists():
             rows.append(f"| {path} | not run | | | | | | |")
             continue
         r = json.loads(f.read_text())
-        rows.append(f"| {path} | {r['engine']} | {r['seconds']:.0f} | {r['executions']:,} | "
-                    f"{r['execs_per_second']:,.0f} | {r['accepted']:,} | "
-                    f"{len(r['findings'])} | {r['date']} |")
+        rows.append(
+            f"| {path} | {r['engine']} | {r['seconds']:.0f} | {r['executions']:,} | "
+            f"{r['execs_per_second']:,.0f} | {r['accepted']:,} | "
+            f"{len(r['findings'])} | {r['date']} |"
+        )
     return "\n".join(rows)
 
 
@@ -297,8 +343,9 @@ def main():
     parser.add_argument("--max-restarts", type=int, default=25)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    parser.add_argument("--report", action="store_true",
-                        help="print the results table of fuzz/results/*.json")
+    parser.add_argument(
+        "--report", action="store_true", help="print the results table of fuzz/results/*.json"
+    )
     args, _ = parser.parse_known_args()
     if args.report:
         print(write_report())

@@ -13,8 +13,8 @@ as one line on stderr and a non-zero exit status, never a traceback:
 - exit 130: interrupted.
 
 ``verify`` runs the conformance vectors of spec/test-vectors/v1 against this package or
-against an external decoder command; the protocol is documented in docs/integrations.md
-and in :func:`run_external`.
+against an external decoder command (:mod:`qsgd_codec.conformance`; the protocol is
+documented in docs/integrations.md and in :func:`qsgd_codec.conformance.run_external`).
 """
 
 import argparse
@@ -23,24 +23,26 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from . import api
-from . import format as fmt
-from .errors import QSGDError, error_class
+from . import api, wire
+from .conformance import (
+    MAX_ELEMENTS_ENV,
+    VectorsError,
+    check_external,
+    check_internal,
+    find_vectors,
+    load_vectors,
+    raw_values,
+)
+from .errors import QSGDError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-#: environment variable carrying the element limit to an external decoder (and read by
-#: ``qsgd decode`` as its default --max-elements)
-MAX_ELEMENTS_ENV = "QSGD_MAX_ELEMENTS"
-#: environment variable naming the conformance vectors folder
-VECTORS_ENV = "QSGD_VECTORS"
-BITS_DTYPES = {"float16": "<u2", "bfloat16": "<u2", "float32": "<u4", "float64": "<u8"}
 
 
 class CLIError(Exception):
@@ -52,6 +54,7 @@ def _err(text):
 
 
 # ----------------------------------------------------------------------------- file I/O
+
 
 def _read_bytes(path):
     if path == "-":
@@ -95,31 +98,15 @@ def _npy_bytes(arr):
     return buf.getvalue()
 
 
-def _bfloat16():
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise CLIError("bfloat16 needs the ml_dtypes package: pip install "
-                       "'qsgd_codec[bfloat16]'") from None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def _parse_dtype(name):
     if name == "bfloat16":
-        return _bfloat16()
+        return wire.bfloat16_dtype()
     try:
         dtype = np.dtype(name)
     except TypeError:
         raise CLIError(f"unknown dtype {name!r}") from None
-    fmt.dtype_name(dtype)
+    wire.dtype_name(dtype)
     return dtype
-
-
-def _raw_values(arr):
-    """Raw little-endian bytes of decoded values (the external decoder protocol's stdout)."""
-    name = fmt.dtype_name(arr.dtype)
-    return np.ascontiguousarray(arr).view(fmt.bits_dtype(name)).astype(
-        BITS_DTYPES[name], copy=False).tobytes()
 
 
 def _default_output(path, suffix):
@@ -137,21 +124,23 @@ def _default_output(path, suffix):
 
 # ----------------------------------------------------------------------------- encode
 
+
 def cmd_encode(args):
     if args.raw:
         dtype = _parse_dtype(args.raw)
         data = _read_bytes(args.input)
         if len(data) % dtype.itemsize:
-            raise CLIError(f"{args.input}: {len(data)} bytes is not a whole number of "
-                           f"{args.raw} values")
-        arr = np.frombuffer(data, dtype=dtype.newbyteorder("<") if dtype.kind == "f"
-                            else np.dtype("<u2")).view(dtype)
+            raise CLIError(
+                f"{args.input}: {len(data)} bytes is not a whole number of {args.raw} values"
+            )
+        arr = np.frombuffer(
+            data, dtype=dtype.newbyteorder("<") if dtype.kind == "f" else np.dtype("<u2")
+        ).view(dtype)
         if args.shape:
             try:
                 arr = arr.reshape(args.shape)
             except ValueError:
-                raise CLIError(f"cannot reshape {arr.size} values to {tuple(args.shape)}") \
-                    from None
+                raise CLIError(f"cannot reshape {arr.size} values to {tuple(args.shape)}") from None
     else:
         if args.shape:
             raise CLIError("--shape goes with --raw (a .npy file carries its own shape)")
@@ -160,25 +149,39 @@ def cmd_encode(args):
         if args.input_dtype != "bfloat16":
             raise CLIError("--input-dtype accepts only bfloat16")
         if arr.dtype.itemsize != 2 or arr.dtype.kind not in "iuV":
-            raise CLIError(f"--input-dtype bfloat16 reinterprets 2-byte integer or void "
-                           f"arrays, not {arr.dtype}")
-        arr = np.ascontiguousarray(arr).view(_bfloat16())
+            raise CLIError(
+                f"--input-dtype bfloat16 reinterprets 2-byte integer or void "
+                f"arrays, not {arr.dtype}"
+            )
+        arr = np.ascontiguousarray(arr).view(wire.bfloat16_dtype())
     elif arr.dtype.kind == "V" and arr.dtype.itemsize == 2:
-        raise CLIError(f"{args.input}: dtype {arr.dtype} (how NumPy saves bfloat16): pass "
-                       f"--input-dtype bfloat16")
-    message = api.encode(arr, bits=args.bits, levels=args.levels, bucket_size=args.bucket_size,
-                         scale=args.scale, coding=args.coding, seed=args.seed,
-                         checksum=not args.no_checksum)
+        raise CLIError(
+            f"{args.input}: dtype {arr.dtype} (how NumPy saves bfloat16): pass "
+            f"--input-dtype bfloat16"
+        )
+    message = api.encode(
+        arr,
+        bits=args.bits,
+        levels=args.levels,
+        bucket_size=args.bucket_size,
+        scale=args.scale,
+        coding=args.coding,
+        seed=args.seed,
+        checksum=not args.no_checksum,
+    )
     out = args.output or _default_output(args.input, ".qsgd")
     _write_bytes(out, message)
     if not args.quiet and out != "-":
         info = api.inspect(message)
-        _err(f"{out}: {info['message_bytes']} bytes, {info['bits_per_coordinate']:.3f} bits "
-             f"per coordinate ({info['compression_ratio']:.2f}x)")
+        _err(
+            f"{out}: {info['message_bytes']} bytes, {info['bits_per_coordinate']:.3f} bits "
+            f"per coordinate ({info['compression_ratio']:.2f}x)"
+        )
     return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- decode
+
 
 def _max_elements(value):
     if value is not None:
@@ -190,8 +193,7 @@ def _max_elements(value):
             if limit < 0:
                 raise ValueError
         except ValueError:
-            raise CLIError(f"{MAX_ELEMENTS_ENV}={env!r} is not a non-negative integer") \
-                from None
+            raise CLIError(f"{MAX_ELEMENTS_ENV}={env!r} is not a non-negative integer") from None
         return limit
     return None
 
@@ -200,24 +202,30 @@ def cmd_decode(args):
     data = _read_bytes(args.input)
     arr = api.decode(data, max_elements=_max_elements(args.max_elements))
     if args.raw:
-        payload = _raw_values(arr)
+        payload = raw_values(arr)
     else:
-        if fmt.dtype_name(arr.dtype) == "bfloat16":
+        if wire.dtype_name(arr.dtype) == "bfloat16":
             if args.bfloat16_as == "float32":
                 arr = arr.astype(np.float32)  # exact
                 if not args.quiet and args.output != "-":
-                    _err("note: bfloat16 values written as float32 (exact; .npy has no "
-                         "bfloat16 type); --bfloat16-as uint16 keeps the bit patterns")
+                    _err(
+                        "note: bfloat16 values written as float32 (exact; .npy has no "
+                        "bfloat16 type); --bfloat16-as uint16 keeps the bit patterns"
+                    )
             else:
                 arr = arr.view(np.uint16)
         payload = _npy_bytes(arr)
-    out = args.output or ("-" if args.raw and args.input == "-" else
-                          _default_output(args.input, ".raw" if args.raw else ".npy"))
+    out = args.output or (
+        "-"
+        if args.raw and args.input == "-"
+        else _default_output(args.input, ".raw" if args.raw else ".npy")
+    )
     _write_bytes(out, payload)
     return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- inspect
+
 
 def cmd_inspect(args):
     data = _read_bytes(args.input)
@@ -228,8 +236,12 @@ def cmd_inspect(args):
         info["codes_valid"] = True
     if args.json:
         # an empty message has no bits per coordinate: null, not the non-JSON NaN
-        print(json.dumps({k: None if isinstance(v, float) and v != v else v
-                          for k, v in info.items()}, indent=1))
+        print(
+            json.dumps(
+                {k: None if isinstance(v, float) and v != v else v for k, v in info.items()},
+                indent=1,
+            )
+        )
         return EXIT_OK
     width = max(len(k) for k in info)
     for key, value in info.items():
@@ -242,193 +254,6 @@ def cmd_inspect(args):
 
 
 # ----------------------------------------------------------------------------- verify
-
-def find_vectors(explicit=None):
-    """The folder holding ``index.json`` of the conformance vectors, version 1.
-
-    Looked up in order: ``explicit`` (``--vectors``), ``$QSGD_VECTORS``, vectors shipped
-    inside the installed package (``qsgd_codec/test-vectors/v1``), and the source
-    checkout's ``spec/test-vectors/v1`` next to the package.  A folder holding ``v1/`` is
-    accepted too.
-    """
-    candidates = []
-    if explicit:
-        candidates.append((Path(explicit), "--vectors"))
-    elif os.environ.get(VECTORS_ENV):
-        candidates.append((Path(os.environ[VECTORS_ENV]), f"${VECTORS_ENV}"))
-    else:
-        here = Path(__file__).resolve().parent
-        candidates.append((here / "test-vectors" / "v1", "package data"))
-        candidates.append((here.parent / "spec" / "test-vectors" / "v1", "source checkout"))
-    for path, _ in candidates:
-        for root in (path, path / "v1"):
-            if (root / "index.json").is_file():
-                return root
-    if explicit or os.environ.get(VECTORS_ENV):
-        path, origin = candidates[0]
-        raise CLIError(f"{path} (from {origin}) holds no index.json of conformance vectors")
-    raise CLIError("conformance vectors not found: pass --vectors DIR (spec/test-vectors/v1 "
-                   "of the qsgd_codec source repository) or set QSGD_VECTORS")
-
-
-def load_vectors(root):
-    """The vector records listed in ``root/index.json``, each with ``file`` and ``kind``."""
-    try:
-        index = json.loads((root / "index.json").read_text())
-        entries = index["vectors"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CLIError(f"{root / 'index.json'}: not a vectors index: {exc}") from None
-    major = str(index.get("format_version", "1.0")).split(".")[0]
-    if major != str(fmt.MAJOR):
-        raise CLIError(f"{root}: vectors of format {index.get('format_version')}, this "
-                       f"package implements {fmt.MAJOR}.{fmt.MINOR}")
-    records = []
-    for entry in entries:
-        path = root / str(entry.get("file") if isinstance(entry, dict) else entry)
-        try:
-            record = json.loads(path.read_text())
-            record["message"] = bytes.fromhex(record["message_hex"])
-            if record.get("decoded_hex") is not None:
-                record["decoded"] = bytes.fromhex(record["decoded_hex"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CLIError(f"{path}: unreadable vector: {exc}") from None
-        record["file"] = str(path.relative_to(root))
-        record.setdefault("kind", entry.get("kind") if isinstance(entry, dict) else None)
-        records.append(record)
-    return records
-
-
-def _expects_error(record):
-    return record.get("error") is not None
-
-
-def _input_array(record):
-    raw = bytes.fromhex(record["input_hex"])
-    dtype = record["dtype"]
-    if dtype == "bfloat16":
-        arr = np.frombuffer(raw, "<u2").view(_bfloat16())
-    else:
-        arr = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype)
-    return arr.reshape(record["shape"])
-
-
-def check_internal(record):
-    """Check one vector against this package.  Returns (status, detail): ok/FAIL/skip."""
-    message = record["message"]
-    limit = record.get("max_elements")
-    if _expects_error(record):
-        expected = error_class(record["error"])
-        try:
-            api.decode(message, max_elements=limit)
-        except expected:
-            return "ok", f"rejected: {record['error']}"
-        except QSGDError as exc:
-            return "FAIL", f"raised {type(exc).__name__} ({exc}), expected {record['error']}"
-        except Exception as exc:  # a crash is a failure, not a rejection
-            return "FAIL", f"crashed with {type(exc).__name__}: {exc}"
-        return "FAIL", f"accepted a message that must raise {record['error']}"
-    try:
-        arr = api.decode(message, max_elements=limit)
-    except ImportError as exc:
-        return "skip", f"needs {exc.name}"
-    except QSGDError as exc:
-        if "ml_dtypes" in str(exc):
-            return "skip", "bfloat16 needs ml_dtypes"
-        return "FAIL", f"rejected a valid message: {type(exc).__name__}: {exc}"
-    except Exception as exc:
-        return "FAIL", f"crashed with {type(exc).__name__}: {exc}"
-    name = fmt.dtype_name(arr.dtype)
-    if name != record.get("dtype", name) or list(arr.shape) != list(record.get("shape",
-                                                                               arr.shape)):
-        return "FAIL", f"decoded {name}{list(arr.shape)}, expected " \
-                       f"{record.get('dtype')}{record.get('shape')}"
-    if _raw_values(arr) != record["decoded"]:
-        return "FAIL", "decoded values differ from decoded_hex"
-    done = "decode"
-    if record.get("roundtrip") and record.get("input_hex") is not None and record.get("params"):
-        try:
-            x = _input_array(record)
-        except CLIError:
-            return "skip", "bfloat16 input needs ml_dtypes (decode checked)"
-        try:
-            again = api.encode(x, **record["params"])
-        except Exception as exc:
-            return "FAIL", f"encoder raised {type(exc).__name__}: {exc}"
-        if again != message:
-            return "FAIL", "encoder output differs from message_hex"
-        done += " + encode"
-    return "ok", done
-
-
-def run_external(command, message, max_elements, timeout):
-    """Run an external decoder on one message.  Returns (returncode, stdout, stderr).
-
-    The protocol: the message bytes on stdin; environment variable QSGD_MAX_ELEMENTS holds
-    the element limit (decimal); a decoder that accepts writes the decoded values as raw
-    little-endian bytes in C order to stdout and exits 0; one that rejects exits with a
-    status in 1..125 and may name the error class on the first stderr line
-    (``CorruptDataError`` or ``CorruptDataError: details``).  A signal, a status above 125
-    or running past the timeout is a crash, never a rejection.  returncode None = timeout.
-    """
-    env = dict(os.environ)
-    env[MAX_ELEMENTS_ENV] = str(fmt.DEFAULT_MAX_ELEMENTS if max_elements is None
-                                else max_elements)
-    try:
-        proc = subprocess.run(command, input=message, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return None, b"", b""
-    except FileNotFoundError:
-        raise CLIError(f"decoder command not found: {command[0]}") from None
-    except PermissionError:
-        raise CLIError(f"decoder command is not executable: {command[0]}") from None
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def _named_class(stderr):
-    line = stderr.decode("utf-8", "replace").strip().splitlines()
-    if not line:
-        return None
-    token = line[0].split(":")[0].strip()
-    return token if token.isidentifier() else None
-
-
-def check_external(record, command, timeout, require_class=False):
-    """Check one vector against an external decoder (see :func:`run_external`)."""
-    code, out, err = run_external(command, record["message"], record.get("max_elements"),
-                                  timeout)
-    if code is None:
-        return "FAIL", f"timed out after {timeout} s"
-    if code < 0 or code > 125:
-        return "FAIL", f"crashed (exit status {code})" + _tail(err)
-    if _expects_error(record):
-        if code == 0:
-            return "FAIL", f"accepted a message that must raise {record['error']}"
-        expected = error_class(record["error"])
-        named = _named_class(err)
-        try:
-            actual = error_class(named) if named else None
-        except KeyError:
-            actual = None
-        if actual is None:
-            if require_class:
-                return "FAIL", f"rejected (exit {code}) without naming {record['error']}" \
-                               + _tail(err)
-            return "ok", f"rejected (exit {code}), error class not named"
-        if issubclass(actual, expected):
-            return "ok", f"rejected: {named}"
-        return "FAIL", f"rejected with {named}, expected {record['error']}"
-    if code != 0:
-        return "FAIL", f"rejected a valid message (exit {code})" + _tail(err)
-    if out != record["decoded"]:
-        return "FAIL", (f"stdout differs from decoded_hex ({len(out)} bytes, expected "
-                        f"{len(record['decoded'])})")
-    return "ok", "decode"
-
-
-def _tail(err):
-    text = err.decode("utf-8", "replace").strip()
-    return f": {text.splitlines()[0][:200]}" if text else ""
 
 
 def cmd_verify(args):
@@ -446,6 +271,7 @@ def cmd_verify(args):
     else:
         command = None
         from . import __version__
+
         target = f"qsgd_codec {__version__} (this package)"
     if not args.quiet:
         _err(f"verifying {len(records)} vectors from {root} against {target}")
@@ -455,24 +281,31 @@ def cmd_verify(args):
         if command is None:
             status, detail = check_internal(record)
         else:
-            status, detail = check_external(record, command, args.timeout,
-                                            args.require_error_class)
+            status, detail = check_external(record, command, args.timeout, args.require_error_class)
         counts[status] += 1
-        results.append({"file": record["file"], "kind": record.get("kind"), "status": status,
-                        "detail": detail})
+        results.append(
+            {"file": record["file"], "kind": record.get("kind"), "status": status, "detail": detail}
+        )
         if status != "ok" or args.verbose:
             print(f"{status:<5} {record['file']}: {detail}")
-    summary = (f"{counts['ok']} passed, {counts['FAIL']} failed, {counts['skip']} skipped "
-               f"({len(records)} vectors, format {fmt.MAJOR}.{fmt.MINOR})")
+    summary = (
+        f"{counts['ok']} passed, {counts['FAIL']} failed, {counts['skip']} skipped "
+        f"({len(records)} vectors, format {wire.MAJOR}.{wire.MINOR})"
+    )
     print(summary)
     if args.json:
-        _write_bytes(args.json, json.dumps({"target": target, "vectors": str(root),
-                                            "results": results, "counts": counts},
-                                           indent=1).encode())
+        _write_bytes(
+            args.json,
+            json.dumps(
+                {"target": target, "vectors": str(root), "results": results, "counts": counts},
+                indent=1,
+            ).encode(),
+        )
     return EXIT_FAIL if counts["FAIL"] else EXIT_OK
 
 
 # ----------------------------------------------------------------------------- bench
+
 
 class _TextBar:
     """A minimal progress bar for when tqdm is not installed."""
@@ -486,8 +319,9 @@ class _TextBar:
     def update(self, k=1):
         self.n += k
         filled = int(30 * self.n / max(self.total, 1))
-        self.file.write(f"\r{self.desc:<10} [{'#' * filled}{'.' * (30 - filled)}] "
-                        f"{self.n}/{self.total}")
+        self.file.write(
+            f"\r{self.desc:<10} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total}"
+        )
         self.file.flush()
 
     def close(self):
@@ -509,6 +343,7 @@ def _progress(total, desc, mode):
     if mode == "auto":
         try:
             from tqdm import tqdm
+
             return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
         except ImportError:
             pass
@@ -532,13 +367,20 @@ def cmd_bench(args):
     if args.repeat < 1:
         raise CLIError("--repeat must be positive")
     dtype = _parse_dtype(args.dtype)
-    params = dict(bits=args.bits, levels=args.levels, bucket_size=args.bucket_size,
-                  scale=args.scale, coding=args.coding, seed=1)
-    fmt.encode_params(**params)  # bad parameters fail before any work
+    params = dict(
+        bits=args.bits,
+        levels=args.levels,
+        bucket_size=args.bucket_size,
+        scale=args.scale,
+        coding=args.coding,
+        seed=1,
+    )
+    wire.encode_params(**params)  # bad parameters fail before any work
     rng = np.random.default_rng(0)
     x = rng.standard_normal(args.size).astype(dtype)
     # warm-up: compile or load the kernels, touch the memory
     import qsgd_codec
+
     if hasattr(qsgd_codec, "warmup"):
         qsgd_codec.warmup()
     api.decode(api.encode(x[:4096], **params))
@@ -561,22 +403,29 @@ def cmd_bench(args):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "numba_threads": os.environ.get("NUMBA_NUM_THREADS"),
-        "dtype": args.dtype, "elements": args.size, "input_mb": mb, "repeat": args.repeat,
+        "dtype": args.dtype,
+        "elements": args.size,
+        "input_mb": mb,
+        "repeat": args.repeat,
         "params": {k: info[k] for k in ("levels", "bucket_size", "scale", "coding")},
         "bits_per_coordinate": info["bits_per_coordinate"],
         "median_s": {"copy": t_copy, "encode": t_enc, "decode": t_dec},
         "mb_per_s": {"copy": mb / t_copy, "encode": mb / t_enc, "decode": mb / t_dec},
         "ratio_to_copy": {"encode": t_copy / t_enc, "decode": t_copy / t_dec},
     }
-    print(f"qsgd_codec {result['qsgd_codec']}: {args.size} {args.dtype} values "
-          f"({mb:.1f} MB), levels={info['levels']} bucket={info['bucket_size']} "
-          f"{info['scale']} {info['coding']}, {info['bits_per_coordinate']:.3f} bits/coord, "
-          f"median of {args.repeat}")
+    print(
+        f"qsgd_codec {result['qsgd_codec']}: {args.size} {args.dtype} values "
+        f"({mb:.1f} MB), levels={info['levels']} bucket={info['bucket_size']} "
+        f"{info['scale']} {info['coding']}, {info['bits_per_coordinate']:.3f} bits/coord, "
+        f"median of {args.repeat}"
+    )
     print(f"{'operation':<10} {'median ms':>10} {'MB/s':>10} {'vs copy':>8}")
     for op in ("copy", "encode", "decode"):
         ratio = 1.0 if op == "copy" else result["ratio_to_copy"][op]
-        print(f"{op:<10} {1e3 * result['median_s'][op]:>10.2f} "
-              f"{result['mb_per_s'][op]:>10.0f} {ratio:>8.3f}")
+        print(
+            f"{op:<10} {1e3 * result['median_s'][op]:>10.2f} "
+            f"{result['mb_per_s'][op]:>10.0f} {ratio:>8.3f}"
+        )
     if args.json:
         _write_bytes(args.json, json.dumps(result, indent=1).encode())
     return EXIT_OK
@@ -584,12 +433,16 @@ def cmd_bench(args):
 
 # ----------------------------------------------------------------------------- warmup
 
+
 def cmd_warmup(args):
     import qsgd_codec
+
     warmup = getattr(qsgd_codec, "warmup", None)
     if warmup is None:
-        _err("qsgd warmup: this qsgd_codec build has no compiled kernels to warm up "
-             "(qsgd_codec.warmup() is not available)")
+        _err(
+            "qsgd warmup: this qsgd_codec build has no compiled kernels to warm up "
+            "(qsgd_codec.warmup() is not available)"
+        )
         return EXIT_FAIL
     t0 = time.perf_counter()
     result = warmup()
@@ -601,12 +454,16 @@ def cmd_warmup(args):
         print(f"kernels ready in {elapsed:.2f} s{extra}")
         if args.verbose:
             for key, value in timings.items():
-                print(f"  {key:<24} {value:.3f} s" if isinstance(value, float)
-                      else f"  {key:<24} {value}")
+                print(
+                    f"  {key:<24} {value:.3f} s"
+                    if isinstance(value, float)
+                    else f"  {key:<24} {value}"
+                )
     return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- parser
+
 
 def _positive_int(text):
     try:
@@ -620,24 +477,29 @@ def _positive_int(text):
 
 def _add_encoder_options(p):
     g = p.add_argument_group("encoder parameters (spec/wire-format.md)")
-    g.add_argument("--bits", type=_positive_int, help="dense width b: levels s = 2**(b-1)-1 "
-                   "(default 8)")
+    g.add_argument(
+        "--bits", type=_positive_int, help="dense width b: levels s = 2**(b-1)-1 (default 8)"
+    )
     g.add_argument("--levels", type=_positive_int, help="s directly, 1..2**24-1")
     g.add_argument("--bucket-size", type=_positive_int, help="d (default 512)")
-    g.add_argument("--scale", choices=sorted(fmt.SCALE_CODES), help="default max")
-    g.add_argument("--coding", choices=sorted(fmt.CODING_CODES), help="default dense")
+    g.add_argument("--scale", choices=sorted(wire.SCALE_CODES), help="default max")
+    g.add_argument("--coding", choices=sorted(wire.CODING_CODES), help="default dense")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="qsgd", description="QSGD gradient compression: encode, decode, inspect and "
-        "verify messages of wire format 1.0; benchmark this machine.")
-    parser.add_argument("--version", action="version",
-                        version=f"qsgd_codec {__version__} (wire format "
-                                f"{fmt.MAJOR}.{fmt.MINOR})")
-    parser.add_argument("--debug", action="store_true",
-                        help="show tracebacks of internal errors")
+        prog="qsgd",
+        description="QSGD gradient compression: encode, decode, inspect and "
+        "verify messages of wire format 1.0; benchmark this machine.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"qsgd_codec {__version__} (wire format {wire.MAJOR}.{wire.MINOR})",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -647,25 +509,44 @@ def build_parser():
     _add_encoder_options(p)
     p.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
     p.add_argument("--no-checksum", action="store_true", help="omit the CRC-32 trailer")
-    p.add_argument("--raw", metavar="DTYPE", help="input holds raw little-endian values of "
-                   "DTYPE (float16, bfloat16, float32, float64)")
+    p.add_argument(
+        "--raw",
+        metavar="DTYPE",
+        help="input holds raw little-endian values of DTYPE (float16, bfloat16, float32, float64)",
+    )
     p.add_argument("--shape", type=_positive_int, nargs="+", help="shape of --raw input")
-    p.add_argument("--input-dtype", metavar="bfloat16",
-                   help="read 2-byte integer/void .npy data as bfloat16 bit patterns")
+    p.add_argument(
+        "--input-dtype",
+        metavar="bfloat16",
+        help="read 2-byte integer/void .npy data as bfloat16 bit patterns",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode a message to a .npy file (or raw values)")
     p.add_argument("input", help="message file ('-' for stdin)")
-    p.add_argument("-o", "--output", help="output file ('-' for stdout; default INPUT.npy, "
-                   "or stdout for --raw from stdin)")
-    p.add_argument("--max-elements", type=_positive_int,
-                   help=f"refuse messages with more elements (default ${MAX_ELEMENTS_ENV} "
-                        f"or 2**28)")
-    p.add_argument("--raw", action="store_true", help="write raw little-endian values in C "
-                   "order (the external decoder protocol of `qsgd verify`)")
-    p.add_argument("--bfloat16-as", choices=["float32", "uint16"], default="float32",
-                   help=".npy has no bfloat16 type: write float32 (exact) or the uint16 bits")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output file ('-' for stdout; default INPUT.npy, or stdout for --raw from stdin)",
+    )
+    p.add_argument(
+        "--max-elements",
+        type=_positive_int,
+        help=f"refuse messages with more elements (default ${MAX_ELEMENTS_ENV} or 2**28)",
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write raw little-endian values in C "
+        "order (the external decoder protocol of `qsgd verify`)",
+    )
+    p.add_argument(
+        "--bfloat16-as",
+        choices=["float32", "uint16"],
+        default="float32",
+        help=".npy has no bfloat16 type: write float32 (exact) or the uint16 bits",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_decode)
 
@@ -676,33 +557,54 @@ def build_parser():
     p.add_argument("--max-elements", type=_positive_int, help="limit for --check")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("verify", help="run the conformance vectors against this package or "
-                       "an external decoder")
-    p.add_argument("--vectors", metavar="DIR", help="vectors folder (default: $QSGD_VECTORS, "
-                   "the installed package's, or spec/test-vectors/v1 of a source checkout)")
-    p.add_argument("--decoder", metavar="CMD", help="external decoder command line (see "
-                   "docs/integrations.md): message on stdin, raw values on stdout")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds per vector for --decoder (default 30)")
-    p.add_argument("--require-error-class", action="store_true",
-                   help="fail rejections whose first stderr line does not name the class")
-    p.add_argument("--select", nargs="+", metavar="TEXT",
-                   help="only vectors whose file name contains one of TEXT")
+    p = sub.add_parser(
+        "verify", help="run the conformance vectors against this package or an external decoder"
+    )
+    p.add_argument(
+        "--vectors",
+        metavar="DIR",
+        help="vectors folder (default: $QSGD_VECTORS, "
+        "the installed package's, or spec/test-vectors/v1 of a source checkout)",
+    )
+    p.add_argument(
+        "--decoder",
+        metavar="CMD",
+        help="external decoder command line (see "
+        "docs/integrations.md): message on stdin, raw values on stdout",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per vector for --decoder (default 30)"
+    )
+    p.add_argument(
+        "--require-error-class",
+        action="store_true",
+        help="fail rejections whose first stderr line does not name the class",
+    )
+    p.add_argument(
+        "--select",
+        nargs="+",
+        metavar="TEXT",
+        help="only vectors whose file name contains one of TEXT",
+    )
     p.add_argument("--json", metavar="FILE", help="write every result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list passing vectors too")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("bench", help="encode/decode MB/s on this machine vs a NumPy copy")
-    p.add_argument("--size", type=_positive_int, default=1 << 22,
-                   help="number of elements (default 2**22)")
+    p.add_argument(
+        "--size", type=_positive_int, default=1 << 22, help="number of elements (default 2**22)"
+    )
     p.add_argument("--dtype", default="float32")
     _add_encoder_options(p)
     p.add_argument("--repeat", type=_positive_int, default=5, help="timed runs (median)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--text-progress", action="store_true",
-                   help="plain text progress bar even if tqdm is installed")
+    p.add_argument(
+        "--text-progress",
+        action="store_true",
+        help="plain text progress bar even if tqdm is installed",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("warmup", help="compile or load the Numba kernels now")
@@ -712,7 +614,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[list] = None) -> int:
     """Entry point of ``qsgd`` and ``python -m qsgd_codec``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -721,7 +623,7 @@ def main(argv=None):
     except QSGDError as exc:
         _err(f"{type(exc).__name__}: {exc}")
         return EXIT_BAD_INPUT
-    except CLIError as exc:
+    except (CLIError, VectorsError) as exc:
         _err(f"qsgd {args.command}: error: {exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -739,6 +641,8 @@ def main(argv=None):
     except Exception as exc:
         if args.debug:
             raise
-        _err(f"qsgd {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with "
-             f"--debug and report it)")
+        _err(
+            f"qsgd {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with "
+            f"--debug and report it)"
+        )
         return EXIT_INTERNAL

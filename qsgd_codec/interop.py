@@ -2,9 +2,10 @@
 
 One place decides what an input is (:func:`classify`) and how it becomes an array a backend
 can read: :func:`as_host_array` for host memory (a C-contiguous, native-byte-order NumPy
-array of a supported dtype) and :func:`as_device_array` for GPU memory (a Numba device array).
-:func:`decode_like` goes the other way and returns decoded values in the caller's framework
-and on the caller's device.  `encode`, `decode(like=...)` and every collective go through here.
+array of a supported dtype); GPU memory is recognised here (:func:`is_device_array`,
+:func:`cuda_array_info`) and wrapped by :func:`qsgd_codec.cuda.arrays.as_device_array`.
+Decoding into the caller's framework (``decode(like=...)``) is :func:`qsgd_codec.api.decode_like`,
+which uses :func:`classify`.  `encode`, `decode` and every collective go through here.
 
 Accepted inputs, in the order they are recognised:
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import format as fmt
+from . import wire
 from .errors import DTypeError, ParameterError
 
 # DLPack device types (dlpack.h, DLDeviceType)
@@ -37,9 +38,22 @@ DL_CUDA = 2
 DL_CUDA_HOST = 3
 DL_ROCM = 10
 DL_CUDA_MANAGED = 13
-_DL_NAMES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal",
-             9: "vpi", 10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi",
-             15: "webgpu", 16: "hexagon", 17: "maia"}
+_DL_NAMES = {
+    1: "cpu",
+    2: "cuda",
+    3: "cuda_host",
+    4: "opencl",
+    7: "vulkan",
+    8: "metal",
+    9: "vpi",
+    10: "rocm",
+    11: "rocm_host",
+    13: "cuda_managed",
+    14: "oneapi",
+    15: "webgpu",
+    16: "hexagon",
+    17: "maia",
+}
 
 #: DLPack devices that take the CUDA path (pinned host memory is imported through CuPy there)
 _DL_DEVICE_TYPES = (DL_CUDA, DL_CUDA_HOST, DL_CUDA_MANAGED)
@@ -47,6 +61,7 @@ _TORCH_HOST_DTYPES = ("float16", "float32", "float64")
 
 
 # ----------------------------------------------------------------------------- classify
+
 
 def _type_root(x):
     """The top-level package an object's type comes from ('torch', 'jaxlib', 'cupy', ...)."""
@@ -111,8 +126,13 @@ def classify(x):
             platforms = {d.platform for d in x.devices()}
         except Exception:
             platforms = {"unknown"}
-        return "jax", ("cuda" if "gpu" in platforms or "cuda" in platforms else
-                       "cpu" if platforms == {"cpu"} else "/".join(sorted(platforms)))
+        return "jax", (
+            "cuda"
+            if "gpu" in platforms or "cuda" in platforms
+            else "cpu"
+            if platforms == {"cpu"}
+            else "/".join(sorted(platforms))
+        )
     if _cuda_interface(x) is not None:
         return "cuda_array_interface", "cuda"
     if hasattr(x, "__array_interface__"):
@@ -151,20 +171,27 @@ def is_device_array(x):
 
 # ----------------------------------------------------------------------------- host inputs
 
+
 def _finish_host(arr, what):
     """Check the dtype; return a C-contiguous, native-byte-order array of the same values."""
     try:
-        fmt.dtype_name(arr.dtype)
+        wire.dtype_name(arr.dtype)
     except DTypeError:
         hint = ""
         if arr.dtype.kind in "iub" or arr.dtype.kind == "V" and arr.dtype.itemsize != 2:
-            hint = (" (a raw byte buffer carries no element type: view it as the float dtype "
-                    "first, for example numpy.frombuffer(buf, dtype=numpy.float32))")
+            hint = (
+                " (a raw byte buffer carries no element type: view it as the float dtype "
+                "first, for example numpy.frombuffer(buf, dtype=numpy.float32))"
+            )
         elif arr.dtype.kind == "V" and arr.dtype.itemsize == 2:
-            hint = (" (bfloat16 data needs the ml_dtypes.bfloat16 dtype: pip install "
-                    "'qsgd_codec[bfloat16]')")
-        raise DTypeError(f"cannot encode {what} of dtype {arr.dtype}: the format carries "
-                         f"float16, bfloat16, float32 and float64{hint}") from None
+            hint = (
+                " (bfloat16 data needs the ml_dtypes.bfloat16 dtype: pip install "
+                "'qsgd_codec[bfloat16]')"
+            )
+        raise DTypeError(
+            f"cannot encode {what} of dtype {arr.dtype}: the format carries "
+            f"float16, bfloat16, float32 and float64{hint}"
+        ) from None
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if not arr.flags.c_contiguous:
@@ -174,40 +201,38 @@ def _finish_host(arr, what):
     return arr
 
 
-def _bfloat16_dtype():
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise DTypeError("bfloat16 tensors need the ml_dtypes package on the host path: "
-                         "pip install 'qsgd_codec[bfloat16]'") from None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def _torch_unsigned16():
     import torch
+
     return getattr(torch, "uint16", torch.int16)
 
 
 def _torch_host_view(t, *, writable=False):
     """A NumPy view (no copy) of a CPU torch tensor's memory, bfloat16 included."""
     import torch
+
     if t.device.type != "cpu":
-        raise ParameterError(f"torch tensors on device {t.device} are not supported: move the "
-                             f"tensor to the CPU, or to a CUDA device for the GPU path")
+        raise ParameterError(
+            f"torch tensors on device {t.device} are not supported: move the "
+            f"tensor to the CPU, or to a CUDA device for the GPU path"
+        )
     if t.layout != torch.strided:
-        raise ParameterError(f"torch tensors with layout {t.layout} are not supported: call "
-                             f".to_dense() first")
+        raise ParameterError(
+            f"torch tensors with layout {t.layout} are not supported: call .to_dense() first"
+        )
     if not writable:
         t = t.detach()
     elif t.requires_grad:
         raise ParameterError("out is a torch tensor that requires grad: pass out.detach()")
     name = str(t.dtype).removeprefix("torch.")
     if name == "bfloat16":
-        bf16 = _bfloat16_dtype()
+        bf16 = wire.bfloat16_dtype()
         return t.view(_torch_unsigned16()).numpy().view(bf16)
     if name not in _TORCH_HOST_DTYPES:
-        raise DTypeError(f"torch dtype {t.dtype} is not supported: the format carries "
-                         f"float16, bfloat16, float32 and float64")
+        raise DTypeError(
+            f"torch dtype {t.dtype} is not supported: the format carries "
+            f"float16, bfloat16, float32 and float64"
+        )
     return t.numpy()
 
 
@@ -222,15 +247,18 @@ def _host_view(x, what="an object"):
     dev = _dlpack_device(x) if hasattr(x, "__dlpack__") else None
     if dev is not None and dev[0] != DL_CPU:
         name = _DL_NAMES.get(dev[0], str(dev[0]))
-        raise ParameterError(f"cannot read {what} on DLPack device '{name}': only host "
-                             f"memory and CUDA devices are supported")
+        raise ParameterError(
+            f"cannot read {what} on DLPack device '{name}': only host "
+            f"memory and CUDA devices are supported"
+        )
     if dev is not None:
         try:
             return np.from_dlpack(x)
         except (BufferError, RuntimeError, TypeError, ValueError):
             if not hasattr(x, "__array__"):  # e.g. bfloat16, which DLPack cannot describe
-                raise ParameterError(f"cannot import {what} of type {type(x).__name__} through "
-                                     f"DLPack") from None
+                raise ParameterError(
+                    f"cannot import {what} of type {type(x).__name__} through DLPack"
+                ) from None
     if hasattr(x, "__array__"):
         arr = np.asarray(x)
         if arr.dtype == object:
@@ -242,7 +270,8 @@ def _host_view(x, what="an object"):
         raise ParameterError(
             f"cannot use {what} of type {type(x).__name__}: pass a NumPy array, a buffer, or an "
             f"object with __array_interface__, __dlpack__ or __cuda_array_interface__ "
-            f"({exc})") from None
+            f"({exc})"
+        ) from None
 
 
 def as_host_array(x):
@@ -255,9 +284,11 @@ def as_host_array(x):
     unsupported dtype and :class:`ParameterError` for an object it cannot read.
     """
     if is_device_array(x):
-        raise ParameterError(f"{type(x).__name__} is a GPU array: encode it with "
-                             f"qsgd_codec.encode, which uses the CUDA path, or copy it to the "
-                             f"host first")
+        raise ParameterError(
+            f"{type(x).__name__} is a GPU array: encode it with "
+            f"qsgd_codec.encode, which uses the CUDA path, or copy it to the "
+            f"host first"
+        )
     return _finish_host(_host_view(x, "the input"), "an array")
 
 
@@ -278,16 +309,19 @@ def as_host_out(out):
         try:
             arr = np.asarray(memoryview(out))
         except TypeError:
-            raise ParameterError(f"out of type {type(out).__name__} cannot be written in "
-                                 f"place: pass a NumPy array, a CPU torch tensor or a "
-                                 f"writable buffer") from None
+            raise ParameterError(
+                f"out of type {type(out).__name__} cannot be written in "
+                f"place: pass a NumPy array, a CPU torch tensor or a "
+                f"writable buffer"
+            ) from None
     if not arr.flags.writeable:
         raise ParameterError("out is read-only")
-    fmt.dtype_name(arr.dtype)
+    wire.dtype_name(arr.dtype)
     return arr
 
 
 # ----------------------------------------------------------------------------- device inputs
+
 
 @dataclass(frozen=True)
 class CudaArrayInfo:
@@ -343,208 +377,25 @@ def cuda_array_info(x):
     if strides is not None:
         strides = tuple(int(v) for v in strides)
         if len(strides) != len(shape):
-            raise ParameterError(f"__cuda_array_interface__ strides {strides} do not match "
-                                 f"shape {shape}")
+            raise ParameterError(
+                f"__cuda_array_interface__ strides {strides} do not match shape {shape}"
+            )
     try:
         dtype = np.dtype(typestr)
     except TypeError:
         raise DTypeError(f"unknown __cuda_array_interface__ typestr {typestr!r}") from None
-    fmt.dtype_name(dtype)
+    wire.dtype_name(dtype)
     n = 1
     for extent in shape:
         n *= extent
     if ptr is None or (ptr == 0 and n > 0):
         raise ParameterError("__cuda_array_interface__ has a null data pointer")
-    return CudaArrayInfo(int(ptr or 0), shape, strides, dtype, bool(readonly),
-                         iface.get("stream"), int(iface.get("version", 0)))
-
-
-class _HostInterface:
-    """Expose a CUDA-array-interface description as a NumPy ``__array_interface__``."""
-
-    def __init__(self, info, owner):
-        self._owner = owner  # keep the memory alive
-        self.__array_interface__ = {
-            "shape": info.shape, "typestr": info.dtype.str, "data": (info.ptr, info.readonly),
-            "strides": info.strides, "version": 3,
-        }
-
-
-def _simulated():
-    import sys
-    numba = sys.modules.get("numba")
-    config = getattr(getattr(numba, "core", None), "config", None)
-    return bool(getattr(config, "ENABLE_CUDASIM", False))
-
-
-def as_device_array(x):
-    """A Numba CUDA device array viewing ``x``'s memory (no copy), for the CUDA kernels.
-
-    Takes Numba device arrays, anything exposing ``__cuda_array_interface__`` and CUDA torch
-    tensors (bfloat16 ones through an ``int16`` view).  Returns ``(device_array, dtype_name)``:
-    the format's dtype name travels separately because the interface cannot describe
-    bfloat16.  Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the pointer of a
-    ``__cuda_array_interface__`` is host memory and is wrapped as a simulated device array,
-    which lets the GPU path run in tests on machines without a GPU.
-    """
-    from numba import cuda
-    dtype_name = None
-    if _is_numba_device(x):
-        fmt.dtype_name(x.dtype)
-        return x, fmt.dtype_name(x.dtype)
-    if _is_torch(x) and str(x.dtype) == "torch.bfloat16":
-        import torch
-        x = x.detach().view(torch.int16)
-        dtype_name = "bfloat16"
-    elif _is_torch(x):
-        x = x.detach()
-    if _cuda_interface(x) is None:
-        dev = _dlpack_device(x)
-        if dev is not None and dev[0] in _DL_DEVICE_TYPES:
-            try:
-                import cupy
-            except ImportError:
-                raise ParameterError(f"{type(x).__name__} is a CUDA DLPack array without "
-                                     f"__cuda_array_interface__; install cupy to import "
-                                     f"it") from None
-            x = cupy.from_dlpack(x)
-        else:
-            raise ParameterError(f"{type(x).__name__} is not a CUDA array")
-    if dtype_name is None:
-        dtype_name = fmt.dtype_name(cuda_array_info(x).dtype)
-    if _simulated():
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-        info = cuda_array_info(x)
-        host = np.asarray(_HostInterface(info, x))
-        return FakeCUDAArray(host), dtype_name
-    return cuda.as_cuda_array(x), dtype_name
-
-
-# ----------------------------------------------------------------------------- decode_like
-
-def _peek_header(data, max_elements):
-    """The header, checked (limit included) but for the CRC, which the decoder verifies."""
-    limit = fmt.DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
-    return fmt.parse_header(data, max_elements=limit, verify_checksum=False)
-
-
-def _decode_host(data, max_elements):
-    from .api import decode
-    return decode(data, max_elements=max_elements)
-
-
-def _decode_host_bits(data, max_elements):
-    """Decoded values as raw bit patterns (uint16/32/64), shape set: no ml_dtypes needed."""
-    header = _peek_header(data, max_elements)
-    if header.dtype == "bfloat16":
-        try:
-            import ml_dtypes  # noqa: F401
-        except ImportError:
-            from . import reference
-            limit = fmt.DEFAULT_MAX_ELEMENTS if max_elements is None else max_elements
-            header, bits = reference.decode_bits(data, max_elements=limit)
-            return header, bits.reshape(header.shape)
-    values = _decode_host(data, max_elements)
-    return header, values.view(fmt.bits_dtype(header.dtype))
-
-
-def _cuda_module():
-    """qsgd_codec.cuda when a CUDA device (or the simulator) is usable, else None."""
-    try:
-        from . import cuda as qcuda
-        from numba import cuda
-        if not cuda.is_available():
-            return None
-    except Exception:
-        return None
-    return qcuda
-
-
-def _decode_torch(data, like, max_elements):
-    import torch
-    device = like.device
-    if device.type == "cuda":
-        qcuda = _cuda_module()
-        if qcuda is not None:
-            header = _peek_header(data, max_elements)
-            dtype = getattr(torch, header.dtype)
-            out = torch.empty(header.shape, dtype=dtype, device=device)
-            qcuda.decode_device(data, out=out, max_elements=max_elements)
-            return out
-    header, bits = _decode_host_bits(data, max_elements)
-    if not bits.flags.writeable:
-        bits = bits.copy()
-    if header.dtype == "bfloat16":
-        result = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
-    else:
-        result = torch.from_numpy(bits.view(np.dtype(header.dtype)))
-    return result if device.type == "cpu" else result.to(device)
-
-
-def _decode_jax(data, like, max_elements):
-    import jax
-    host = _decode_host(data, max_elements)
-    try:
-        devices = list(like.devices())
-    except Exception:
-        devices = []
-    if len(devices) == 1:
-        return jax.device_put(host, devices[0])
-    return jax.numpy.asarray(host)
-
-
-def _decode_cupy(data, like, max_elements):
-    import cupy
-    qcuda = _cuda_module()
-    if qcuda is not None:
-        header = _peek_header(data, max_elements)
-        if header.dtype != "bfloat16":
-            with cupy.cuda.Device(like.device.id):
-                out = cupy.empty(header.shape, dtype=header.dtype)
-            qcuda.decode_device(data, out=out, max_elements=max_elements)
-            return out
-    host = _decode_host(data, max_elements)
-    with cupy.cuda.Device(like.device.id):
-        return cupy.asarray(host)
-
-
-def _decode_numba(data, max_elements):
-    qcuda = _cuda_module()
-    if qcuda is None:
-        raise ParameterError("decode(like=<CUDA array>) needs a CUDA device and numba-cuda "
-                             "(pip install 'qsgd_codec[cuda]')")
-    # a new Numba device array of the message's dtype and shape (bfloat16: its uint16 bits)
-    return qcuda.decode_device(data, max_elements=max_elements)
-
-
-def decode_like(data, like, *, max_elements=None):
-    """Decode ``data`` into an array of ``like``'s framework and on ``like``'s device.
-
-    - NumPy arrays, buffers, ``__array_interface__`` objects: a NumPy array;
-    - torch tensors: a torch tensor on ``like.device`` (CPU: zero-copy over the decoded
-      NumPy array; bfloat16 through a 16-bit integer view; CUDA: decoded on the device by
-      :mod:`qsgd_codec.cuda` when available, else on the host and copied);
-    - JAX arrays: a JAX array on ``like``'s device;
-    - CuPy arrays, Numba device arrays, other ``__cuda_array_interface__`` objects: decoded
-      on the GPU by :mod:`qsgd_codec.cuda`;
-    - other DLPack producers with ``__array_namespace__``: that namespace's ``asarray``.
-
-    The result has the message's dtype and shape (``like`` only picks framework and
-    device); ``max_elements`` bounds the allocation as in :func:`qsgd_codec.decode`.
-    """
-    framework, _device = classify(like)
-    if framework in ("numpy", "array_interface", "buffer"):
-        return _decode_host(data, max_elements)
-    if framework == "torch":
-        return _decode_torch(data, like, max_elements)
-    if framework == "jax":
-        return _decode_jax(data, like, max_elements)
-    if framework == "cupy":
-        return _decode_cupy(data, like, max_elements)
-    if framework in ("numba", "cuda_array_interface"):
-        return _decode_numba(data, max_elements)
-    if framework in ("dlpack", "array") and hasattr(like, "__array_namespace__"):
-        host = _decode_host(data, max_elements)
-        return like.__array_namespace__().asarray(host)
-    raise ParameterError(f"decode(like=...) does not know objects of type "
-                         f"{type(like).__name__}: pass a NumPy, torch, JAX or CuPy array")
+    return CudaArrayInfo(
+        int(ptr or 0),
+        shape,
+        strides,
+        dtype,
+        bool(readonly),
+        iface.get("stream"),
+        int(iface.get("version", 0)),
+    )

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import qsgd_codec
-from qsgd_codec import cli
+from qsgd_codec import cli, conformance
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = REPO / "spec" / "test-vectors" / "v1"
@@ -31,9 +31,14 @@ def run(argv, capsys):
 
 
 def run_module(args, stdin=b"", env=None, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "qsgd_codec", *map(str, args)], input=stdin,
-                          capture_output=True, timeout=timeout, cwd=REPO,
-                          env=None if env is None else {**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, "-m", "qsgd_codec", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
+    )
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     return proc
 
@@ -47,13 +52,31 @@ def npy(tmp_path):
 
 # ----------------------------------------------------------------------------- encode/decode
 
+
 def test_encode_decode_files(npy, tmp_path, capsys):
-    code, _, err = run(["encode", npy, "--bits", 4, "--bucket-size", 64, "--scale", "l2",
-                        "--coding", "elias", "--seed", 5, "--no-checksum"], capsys)
+    code, _, err = run(
+        [
+            "encode",
+            npy,
+            "--bits",
+            4,
+            "--bucket-size",
+            64,
+            "--scale",
+            "l2",
+            "--coding",
+            "elias",
+            "--seed",
+            5,
+            "--no-checksum",
+        ],
+        capsys,
+    )
     assert code == 0 and "bits per coordinate" in err
     message = (tmp_path / "x.qsgd").read_bytes()
-    assert message == qsgd_codec.encode(X, bits=4, bucket_size=64, scale="l2", coding="elias",
-                                        seed=5, checksum=False)
+    assert message == qsgd_codec.encode(
+        X, bits=4, bucket_size=64, scale="l2", coding="elias", seed=5, checksum=False
+    )
     code, _, _ = run(["decode", tmp_path / "x.qsgd", "-o", tmp_path / "y.npy"], capsys)
     assert code == 0
     y = np.load(tmp_path / "y.npy")
@@ -62,7 +85,7 @@ def test_encode_decode_files(npy, tmp_path, capsys):
 
 def test_default_outputs_never_overwrite(npy, tmp_path, capsys):
     assert run(["encode", npy, "-q"], capsys)[0] == 0
-    code, _, err = run(["encode", npy], capsys)           # x.qsgd exists now
+    code, _, err = run(["encode", npy], capsys)  # x.qsgd exists now
     assert code == 2 and "exists" in err
     code, _, err = run(["decode", tmp_path / "x.qsgd"], capsys)  # would overwrite x.npy
     assert code == 2 and "exists" in err
@@ -81,11 +104,13 @@ def test_stdin_stdout_and_raw_output():
 def test_raw_input(tmp_path, capsys):
     raw = tmp_path / "x.f32"
     raw.write_bytes(X.astype("<f4").tobytes())
-    code, _, _ = run(["encode", raw, "--raw", "float32", "--shape", 30, 7, "-o",
-                      tmp_path / "m", "-q"], capsys)
+    code, _, _ = run(
+        ["encode", raw, "--raw", "float32", "--shape", 30, 7, "-o", tmp_path / "m", "-q"], capsys
+    )
     assert code == 0 and (tmp_path / "m").read_bytes() == qsgd_codec.encode(X)
-    code, _, err = run(["encode", raw, "--raw", "float64", "--shape", 5, "-o", tmp_path / "n"],
-                       capsys)
+    code, _, err = run(
+        ["encode", raw, "--raw", "float64", "--shape", 5, "-o", tmp_path / "n"], capsys
+    )
     assert code == 2 and "reshape" in err
     raw.write_bytes(b"\x00" * 7)
     code, _, err = run(["encode", raw, "--raw", "float32", "-o", tmp_path / "n"], capsys)
@@ -99,8 +124,9 @@ def test_bfloat16_files(tmp_path, capsys):
     np.save(path, xb)  # NumPy stores bfloat16 as void '<V2'
     code, _, err = run(["encode", path, "-o", tmp_path / "b.qsgd"], capsys)
     assert code == 2 and "--input-dtype bfloat16" in err
-    code, _, _ = run(["encode", path, "--input-dtype", "bfloat16", "-o", tmp_path / "b.qsgd",
-                      "-q"], capsys)
+    code, _, _ = run(
+        ["encode", path, "--input-dtype", "bfloat16", "-o", tmp_path / "b.qsgd", "-q"], capsys
+    )
     assert code == 0
     message = (tmp_path / "b.qsgd").read_bytes()
     assert message == qsgd_codec.encode(xb)
@@ -108,12 +134,14 @@ def test_bfloat16_files(tmp_path, capsys):
     assert code == 0 and "float32" in err
     expected = qsgd_codec.decode(message)
     assert np.array_equal(np.load(tmp_path / "f.npy"), expected.astype(np.float32))
-    code, _, _ = run(["decode", tmp_path / "b.qsgd", "-o", tmp_path / "u.npy",
-                      "--bfloat16-as", "uint16"], capsys)
+    code, _, _ = run(
+        ["decode", tmp_path / "b.qsgd", "-o", tmp_path / "u.npy", "--bfloat16-as", "uint16"], capsys
+    )
     assert np.array_equal(np.load(tmp_path / "u.npy"), expected.view(np.uint16))
 
 
 # ----------------------------------------------------------------------------- inspect
+
 
 def test_inspect(tmp_path, capsys):
     path = tmp_path / "m.qsgd"
@@ -141,6 +169,7 @@ def test_verify_rejects_a_broken_index(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def bad_inputs(tmp_path):
     cases = {}
     (tmp_path / "text.npy").write_text("hello")
@@ -156,32 +185,52 @@ def bad_inputs(tmp_path):
     np.save(tmp_path / "int.npy", np.arange(5))
     cases["int-dtype"] = (["encode", tmp_path / "int.npy"], "DTypeError")
     np.save(tmp_path / "nan.npy", np.array([1.0, np.nan]))
-    cases["nan"] = (["encode", tmp_path / "nan.npy", "-o", tmp_path / "nan.q"],
-                    "NonFiniteError")
+    cases["nan"] = (["encode", tmp_path / "nan.npy", "-o", tmp_path / "nan.q"], "NonFiniteError")
     cases["bits-1"] = (["encode", good, "--bits", 1, "-o", tmp_path / "o"], "ParameterError")
     cases["missing"] = (["decode", tmp_path / "nope.qsgd"], "no such file")
     cases["directory"] = (["inspect", tmp_path], "is a directory")
     message = bytearray(qsgd_codec.encode(X))
     message[100] ^= 1
     (tmp_path / "bad.qsgd").write_bytes(bytes(message))
-    cases["checksum"] = (["decode", tmp_path / "bad.qsgd", "-o", tmp_path / "o.npy"],
-                         "ChecksumError")
+    cases["checksum"] = (
+        ["decode", tmp_path / "bad.qsgd", "-o", tmp_path / "o.npy"],
+        "ChecksumError",
+    )
     cases["inspect-corrupt"] = (["inspect", tmp_path / "bad.qsgd"], "ChecksumError")
     (tmp_path / "short.qsgd").write_bytes(bytes(message[:30]))
     cases["truncated"] = (["inspect", tmp_path / "short.qsgd"], "TruncatedError")
     (tmp_path / "ok.qsgd").write_bytes(qsgd_codec.encode(X))
-    cases["limit"] = (["decode", tmp_path / "ok.qsgd", "--max-elements", 10, "-o",
-                       tmp_path / "o.npy"], "LimitError")
+    cases["limit"] = (
+        ["decode", tmp_path / "ok.qsgd", "--max-elements", 10, "-o", tmp_path / "o.npy"],
+        "LimitError",
+    )
     cases["verify-no-vectors"] = (["verify", "--vectors", tmp_path], "no index.json")
     cases["bench-dtype"] = (["bench", "--dtype", "int32", "--size", 10], "DTypeError")
     cases["bench-bits"] = (["bench", "--bits", 30, "--size", 10], "ParameterError")
     return cases
 
 
-@pytest.mark.parametrize("case", ["not-npy", "truncated-npy", "npz", "object-npy", "int-dtype",
-                                  "nan", "bits-1", "missing", "directory", "checksum",
-                                  "inspect-corrupt", "truncated", "limit", "verify-no-vectors",
-                                  "bench-dtype", "bench-bits"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not-npy",
+        "truncated-npy",
+        "npz",
+        "object-npy",
+        "int-dtype",
+        "nan",
+        "bits-1",
+        "missing",
+        "directory",
+        "checksum",
+        "inspect-corrupt",
+        "truncated",
+        "limit",
+        "verify-no-vectors",
+        "bench-dtype",
+        "bench-bits",
+    ],
+)
 def test_bad_input_exits_2_with_a_message(case, tmp_path, capsys):
     argv, needle = bad_inputs(tmp_path)[case]
     code, _, err = run(argv, capsys)
@@ -219,6 +268,7 @@ def test_internal_errors_are_reported_without_traceback(npy, tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- verify
 
+
 def test_verify_this_package(capsys):
     code, out, err = run(["verify"], capsys)
     assert code == 0, out
@@ -230,12 +280,12 @@ def test_verify_this_package(capsys):
 def test_verify_finds_vectors_by_option_and_environment(tmp_path, monkeypatch, capsys):
     copy = tmp_path / "vec"
     shutil.copytree(VECTORS, copy / "v1")
-    assert cli.find_vectors(str(copy)) == copy / "v1"     # a folder holding v1/ is fine
+    assert conformance.find_vectors(str(copy)) == copy / "v1"  # a folder holding v1/ is fine
     monkeypatch.setenv("QSGD_VECTORS", str(copy / "v1"))
-    assert cli.find_vectors() == copy / "v1"
+    assert conformance.find_vectors() == copy / "v1"
     monkeypatch.setenv("QSGD_VECTORS", str(tmp_path / "missing"))
-    with pytest.raises(cli.CLIError, match="QSGD_VECTORS"):
-        cli.find_vectors()
+    with pytest.raises(conformance.VectorsError, match="QSGD_VECTORS"):
+        conformance.find_vectors()
 
 
 def test_verify_detects_a_wrong_vector(tmp_path, capsys):
@@ -257,14 +307,25 @@ def test_verify_detects_a_wrong_vector(tmp_path, capsys):
     assert report["counts"]["FAIL"] == 2
 
 
-SUBSET = ["dense_f32_b4", "elias_bf16", "dense_f32_n0", "over_caller_limit", "over_limit",
-          "elias_gap_past_end", "checksum_mismatch", "major_2", "minor_3"]
+SUBSET = [
+    "dense_f32_b4",
+    "elias_bf16",
+    "dense_f32_n0",
+    "over_caller_limit",
+    "over_limit",
+    "elias_gap_past_end",
+    "checksum_mismatch",
+    "major_2",
+    "minor_3",
+]
 
 
+@pytest.mark.slow
 def test_verify_external_decoder_is_this_cli(capsys):
     decoder = f"{sys.executable} -m qsgd_codec decode --raw -"
-    code, out, _ = run(["verify", "--decoder", decoder, "--select", *SUBSET, "-v",
-                        "--require-error-class"], capsys)
+    code, out, _ = run(
+        ["verify", "--decoder", decoder, "--select", *SUBSET, "-v", "--require-error-class"], capsys
+    )
     assert code == 0, out
     assert "rejected: LimitError" in out and " 0 failed" in out
     assert out.count("ok ") >= len(SUBSET)
@@ -276,39 +337,50 @@ def write_decoder(tmp_path, body):
     return f"{sys.executable} {path}"
 
 
-@pytest.mark.parametrize("body,needle", [
-    # accepts everything and prints nothing: valid vectors differ, invalid ones are accepted
-    ("sys.exit(0)\n", "accepted a message that must raise"),
-    # rejects everything: valid vectors fail
-    ("sys.stderr.write('no\\n'); sys.exit(1)\n", "rejected a valid message"),
-    # dies on a signal: a crash is never a rejection
-    ("import signal; os.kill(os.getpid(), signal.SIGKILL)\n", "crashed"),
-    # names the wrong class
-    ("sys.stderr.write('ChecksumError: nope\\n'); sys.exit(2)\n", "expected"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        # accepts everything and prints nothing: valid vectors differ, invalid ones are accepted
+        ("sys.exit(0)\n", "accepted a message that must raise"),
+        # rejects everything: valid vectors fail
+        ("sys.stderr.write('no\\n'); sys.exit(1)\n", "rejected a valid message"),
+        # dies on a signal: a crash is never a rejection
+        ("import signal; os.kill(os.getpid(), signal.SIGKILL)\n", "crashed"),
+        # names the wrong class
+        ("sys.stderr.write('ChecksumError: nope\\n'); sys.exit(2)\n", "expected"),
+    ],
+)
 def test_verify_external_decoder_failures(tmp_path, capsys, body, needle):
     decoder = write_decoder(tmp_path, body)
-    code, out, _ = run(["verify", "--decoder", decoder, "--select", "dense_f32_b4",
-                        "scale_nan", "major_2"], capsys)
+    code, out, _ = run(
+        ["verify", "--decoder", decoder, "--select", "dense_f32_b4", "scale_nan", "major_2"], capsys
+    )
     assert code == 1 and needle in out
 
 
 def test_verify_external_protocol_details(tmp_path, capsys):
     # the limit arrives in QSGD_MAX_ELEMENTS; an unnamed rejection passes unless required
-    decoder = write_decoder(tmp_path, """
+    decoder = write_decoder(
+        tmp_path,
+        """
         limit = int(os.environ["QSGD_MAX_ELEMENTS"])
         sys.stderr.write(f"{limit}\\n")
         sys.exit(1 if limit == 10 else 0)
-    """)
-    code, out, _ = run(["verify", "--decoder", decoder, "--select", "over_caller_limit", "-v"],
-                       capsys)
+    """,
+    )
+    code, out, _ = run(
+        ["verify", "--decoder", decoder, "--select", "over_caller_limit", "-v"], capsys
+    )
     assert code == 0 and "error class not named" in out
-    code, out, _ = run(["verify", "--decoder", decoder, "--select", "over_caller_limit",
-                        "--require-error-class"], capsys)
+    code, out, _ = run(
+        ["verify", "--decoder", decoder, "--select", "over_caller_limit", "--require-error-class"],
+        capsys,
+    )
     assert code == 1
     slow = write_decoder(tmp_path, "import time; time.sleep(30)\n")
-    code, out, _ = run(["verify", "--decoder", slow, "--select", "major_2", "--timeout", "0.5"],
-                       capsys)
+    code, out, _ = run(
+        ["verify", "--decoder", slow, "--select", "major_2", "--timeout", "0.5"], capsys
+    )
     assert code == 1 and "timed out" in out
     code, _, err = run(["verify", "--decoder", str(tmp_path / "no-such-decoder")], capsys)
     assert code == 2 and "not found" in err
@@ -316,18 +388,34 @@ def test_verify_external_protocol_details(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- bench, warmup
 
+
+@pytest.mark.slow
 def test_bench(tmp_path, capsys):
-    code, out, err = run(["bench", "--size", 5000, "--repeat", 2, "--bits", 4,
-                          "--text-progress", "--json", tmp_path / "b.json"], capsys)
+    code, out, err = run(
+        [
+            "bench",
+            "--size",
+            5000,
+            "--repeat",
+            2,
+            "--bits",
+            4,
+            "--text-progress",
+            "--json",
+            tmp_path / "b.json",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "encode" in out and "decode" in out and "copy" in out
-    assert "[####" in err and "6/6" in err   # the text progress bar
+    assert "[####" in err and "6/6" in err  # the text progress bar
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["elements"] == 5000 and result["params"]["levels"] == 7
     assert set(result["mb_per_s"]) == {"copy", "encode", "decode"}
     assert all(v > 0 for v in result["mb_per_s"].values())
 
 
+@pytest.mark.slow
 def test_bench_with_tqdm(capsys):
     pytest.importorskip("tqdm")
     code, out, _ = run(["bench", "--size", 2000, "--repeat", 1], capsys)

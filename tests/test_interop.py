@@ -4,13 +4,12 @@ The rule checked throughout: an input encodes to exactly the bytes of the C-orde
 array of its values, whatever its framework, layout or byte order; host inputs are read
 without a copy where the protocol allows; decode(like=x) returns x's framework.  The GPU
 protocol paths are tested without a GPU: fake objects exposing __cuda_array_interface__ over
-host memory, and the CUDA simulator in a child process.
+host memory, and the CUDA simulator in this process (marked gpu_sim).
 """
 
 import array
 import functools
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -38,6 +37,7 @@ def expected():
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 class DLPackOnly:
     """Exposes only the DLPack protocol of a NumPy array (no buffer, no array interface)."""
@@ -75,10 +75,14 @@ class FakeCudaArray:
 
     @property
     def __cuda_array_interface__(self):
-        iface = {"shape": self.arr.shape, "typestr": self.arr.dtype.str,
-                 "data": (self.arr.ctypes.data, not self.arr.flags.writeable),
-                 "strides": None if self.arr.flags.c_contiguous else self.arr.strides,
-                 "version": 3, "stream": None}
+        iface = {
+            "shape": self.arr.shape,
+            "typestr": self.arr.dtype.str,
+            "data": (self.arr.ctypes.data, not self.arr.flags.writeable),
+            "strides": None if self.arr.flags.c_contiguous else self.arr.strides,
+            "version": 3,
+            "stream": None,
+        }
         iface.update(self.extra)
         return iface
 
@@ -88,6 +92,7 @@ def shares_memory(arr, address):
 
 
 # ----------------------------------------------------------------------------- importing
+
 
 def test_import_pulls_in_no_framework():
     code = textwrap.dedent("""
@@ -101,13 +106,13 @@ def test_import_pulls_in_no_framework():
                   "numba.cuda", "tqdm", "tensorflow"]
         print(json.dumps(sorted(m for m in banned if m in sys.modules)))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 # ----------------------------------------------------------------------------- host inputs
+
 
 def host_inputs():
     """(id, factory) pairs: each factory returns an object holding X's values."""
@@ -143,8 +148,11 @@ def test_host_inputs_encode_to_same_bytes(name, factory):
 def test_buffer_protocol_inputs():
     flat = X.reshape(-1)
     expected = encoded(flat)
-    for obj in (array.array("f", flat.tobytes()), memoryview(flat),
-                memoryview(flat.tobytes()).cast("f")):
+    for obj in (
+        array.array("f", flat.tobytes()),
+        memoryview(flat),
+        memoryview(flat.tobytes()).cast("f"),
+    ):
         assert interop.classify(obj) == ("buffer", "cpu")
         assert encoded(obj) == expected
     d = array.array("d", flat.astype(np.float64).tobytes())
@@ -164,19 +172,22 @@ def test_scalars_and_empty():
         assert out.shape == np.shape(x) and out.dtype == np.asarray(x).dtype
 
 
-@pytest.mark.parametrize("obj,error", [
-    (np.arange(4), DTypeError),
-    (np.arange(4, dtype=np.complex64), DTypeError),
-    (np.array(["a"]), DTypeError),
-    (np.array([1.0, None]), DTypeError),
-    (b"\x00\x00\x80\x3f", DTypeError),
-    (bytearray(8), DTypeError),
-    ([1.0, 2.0], ParameterError),
-    ("1.0", ParameterError),
-    (None, ParameterError),
-    (object(), ParameterError),
-    (DLPackOnly(X, device=(4, 0)), ParameterError),
-])
+@pytest.mark.parametrize(
+    "obj,error",
+    [
+        (np.arange(4), DTypeError),
+        (np.arange(4, dtype=np.complex64), DTypeError),
+        (np.array(["a"]), DTypeError),
+        (np.array([1.0, None]), DTypeError),
+        (b"\x00\x00\x80\x3f", DTypeError),
+        (bytearray(8), DTypeError),
+        ([1.0, 2.0], ParameterError),
+        ("1.0", ParameterError),
+        (None, ParameterError),
+        (object(), ParameterError),
+        (DLPackOnly(X, device=(4, 0)), ParameterError),
+    ],
+)
 def test_bad_inputs_raise_typed_errors(obj, error):
     with pytest.raises(error):
         qsgd_codec.encode(obj)
@@ -190,7 +201,6 @@ def test_raw_bytes_error_says_how_to_fix():
 # ----------------------------------------------------------------------------- torch
 
 
-
 def test_torch_cpu_inputs():
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(X.copy())
@@ -199,11 +209,11 @@ def test_torch_cpu_inputs():
     assert interop.classify(t) == ("torch", "cpu")
     assert not interop.is_device_array(t)
     assert encoded(t) == expected()
-    assert encoded(t.T.contiguous().T) == expected()           # Fortran-like strides
+    assert encoded(t.T.contiguous().T) == expected()  # Fortran-like strides
     assert encoded(torch.from_numpy(X.T.copy()).T) == expected()
     big = torch.zeros(12, 14)
     big[::2, ::2] = t
-    assert encoded(big[::2, ::2]) == expected()                  # non-contiguous view
+    assert encoded(big[::2, ::2]) == expected()  # non-contiguous view
     assert encoded(t.clone().requires_grad_(True)) == expected()  # autograd leaf
     assert encoded(torch.flip(torch.flip(t, [0]), [0])) == expected()
 
@@ -222,11 +232,16 @@ def test_torch_dtypes(name):
     back = qsgd_codec.decode(data, like=t)
     assert isinstance(back, torch.Tensor) and back.dtype == t.dtype and back.shape == t.shape
     expected = qsgd_codec.decode(data)
-    assert np.array_equal(back.view(torch.int16 if t.element_size() == 2 else
-                                    torch.int32 if t.element_size() == 4 else
-                                    torch.int64).numpy(),
-                          expected.view({2: np.int16, 4: np.int32, 8: np.int64}[
-                              expected.dtype.itemsize]))
+    assert np.array_equal(
+        back.view(
+            torch.int16
+            if t.element_size() == 2
+            else torch.int32
+            if t.element_size() == 4
+            else torch.int64
+        ).numpy(),
+        expected.view({2: np.int16, 4: np.int32, 8: np.int64}[expected.dtype.itemsize]),
+    )
 
 
 def test_torch_rejections():
@@ -264,7 +279,7 @@ def test_decode_into_torch_out(name):
     out = torch.zeros_like(t)
     assert qsgd_codec.decode(data, out=out) is not None
     assert torch.equal(out, expected)
-    strided = torch.zeros(X.shape[1], X.shape[0], dtype=t.dtype).T   # non-contiguous
+    strided = torch.zeros(X.shape[1], X.shape[0], dtype=t.dtype).T  # non-contiguous
     qsgd_codec.decode(data, out=strided)
     assert torch.equal(strided, expected)
 
@@ -289,6 +304,7 @@ def test_as_host_out():
 
 # ----------------------------------------------------------------------------- JAX
 
+
 def test_jax_arrays():
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
@@ -310,6 +326,7 @@ def test_jax_arrays():
 
 # ----------------------------------------------------------------------------- decode_like
 
+
 def test_decode_like_host_objects():
     data = qsgd_codec.encode(X, **PARAMS)
     expected = qsgd_codec.decode(data)
@@ -321,6 +338,7 @@ def test_decode_like_host_objects():
 
 
 # ----------------------------------------------------------------------------- CUDA protocol
+
 
 def test_fake_cuda_array_is_a_device_array():
     fake = FakeCudaArray(X)
@@ -341,15 +359,18 @@ def test_fake_cuda_array_is_a_device_array():
     assert not interop.is_device_array(DLPackOnly(X))
 
 
-@pytest.mark.parametrize("extra,error", [
-    ({"mask": object()}, ParameterError),
-    ({"typestr": "<i4"}, DTypeError),
-    ({"typestr": "<c8"}, DTypeError),
-    ({"shape": (-1, 2)}, ParameterError),
-    ({"strides": (4,)}, ParameterError),
-    ({"data": (0, False)}, ParameterError),
-    ({"data": None}, ParameterError),
-])
+@pytest.mark.parametrize(
+    "extra,error",
+    [
+        ({"mask": object()}, ParameterError),
+        ({"typestr": "<i4"}, DTypeError),
+        ({"typestr": "<c8"}, DTypeError),
+        ({"shape": (-1, 2)}, ParameterError),
+        ({"strides": (4,)}, ParameterError),
+        ({"data": (0, False)}, ParameterError),
+        ({"data": None}, ParameterError),
+    ],
+)
 def test_malformed_cuda_interfaces_rejected(extra, error):
     with pytest.raises(error):
         interop.cuda_array_info(FakeCudaArray(X, **extra))
@@ -368,89 +389,40 @@ def test_encode_routes_device_arrays_to_cuda_module(monkeypatch):
     monkeypatch.setattr(qsgd_codec, "cuda", stub, raising=False)
     fake = FakeCudaArray(X)
     assert qsgd_codec.encode(fake, bits=4, seed=5) == b"from-cuda"
-    (x, params), = calls
+    ((x, params),) = calls
     assert x is fake and params.levels == 7 and params.seed == 5
 
 
-SIMULATOR_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    assert os.environ["NUMBA_ENABLE_CUDASIM"] == "1"
-    import numpy as np
-    from numba import cuda
-    import qsgd_codec
-    from qsgd_codec import interop
+@pytest.mark.gpu_sim
+def test_cuda_simulator_paths():
+    """Under the CUDA simulator (tests/conftest.py turns it on): numba device arrays are
+    device arrays, qsgd_codec.cuda.arrays.as_device_array views a __cuda_array_interface__
+    object without a copy, and encode / decode(like=) take the GPU path to the oracle's
+    bytes and values."""
+    cuda = pytest.importorskip("numba.cuda")
+    qarrays = pytest.importorskip("qsgd_codec.cuda.arrays")
+    from qsgd_codec import reference, wire
 
-    class FakeCudaArray:
-        def __init__(self, arr):
-            self.arr = arr
-        @property
-        def __cuda_array_interface__(self):
-            return {"shape": self.arr.shape, "typestr": self.arr.dtype.str,
-                    "data": (self.arr.ctypes.data, False), "strides": None, "version": 3}
-
+    if not qarrays.SIMULATOR:
+        pytest.skip("the CUDA simulator is off (QSGD_TEST_REAL_GPU=1)")
     x = np.random.default_rng(1).standard_normal(300).astype(np.float32)
-    res = {}
     d = cuda.to_device(x)
-    res["numba_is_device"] = interop.is_device_array(d)
-    res["numba_classify"] = list(interop.classify(d))
+    assert interop.is_device_array(d)
+    assert interop.classify(d) == ("numba", "cuda")
     host = x.copy()
     fake = FakeCudaArray(host)
-    dev, name = interop.as_device_array(fake)
-    res["view_values"] = bool(np.array_equal(dev.copy_to_host(), x)) and name == "float32"
-    host[0] = 42.0   # a view, not a copy: the simulated device array sees the change
-    res["view_zero_copy"] = float(dev.copy_to_host()[0]) == 42.0
+    dev, name = qarrays.as_device_array(fake)
+    assert np.array_equal(dev.copy_to_host(), x) and name == "float32"
+    host[0] = 42.0  # a view, not a copy: the simulated device array sees the change
+    assert float(dev.copy_to_host()[0]) == 42.0
     host[0] = x[0]
-    try:
-        import qsgd_codec.cuda  # noqa: F401
-        res["cuda_module"] = True
-    except Exception as exc:
-        res["cuda_module"] = repr(exc)
-    if res["cuda_module"] is True:
-        from qsgd_codec import format as fmt, reference
-        params = dict(bits=4, bucket_size=64, seed=3)
-        ref = reference.encode_array(x, fmt.encode_params(**params))  # the oracle
-
-        def attempt(key, fn):
-            try:
-                res[key] = bool(fn())
-            except Exception as exc:
-                res[key] = f"{type(exc).__name__}: {exc}"
-
-        attempt("encode_numba_device", lambda: qsgd_codec.encode(d, **params) == ref)
-        attempt("encode_via_as_device_array",
-                lambda: qsgd_codec.encode(interop.as_device_array(fake)[0], **params) == ref)
-        attempt("encode_fake_cai", lambda: qsgd_codec.encode(fake, **params) == ref)
-        out = []
-
-        def decode_like():
-            out.append(qsgd_codec.decode(ref, like=d))
-            return interop.is_device_array(out[0])
-
-        attempt("decode_like_device", decode_like)
-        attempt("decode_like_values",
-                lambda: np.array_equal(out[0].copy_to_host(), reference.decode_message(ref)))
-    print("RESULT " + json.dumps(res))
-""")
-
-
-def test_cuda_simulator_paths():
-    pytest.importorskip("numba.cuda")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SIMULATOR_SCRIPT], capture_output=True,
-                          text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    res = json.loads(line[len("RESULT "):])
-    assert res["numba_is_device"] and res["numba_classify"] == ["numba", "cuda"]
-    assert res["view_values"] and res["view_zero_copy"]
-    if res["cuda_module"] is not True:
-        pytest.skip(f"qsgd_codec.cuda is not importable: {res['cuda_module']}")
-    for key in ("encode_numba_device", "encode_via_as_device_array", "decode_like_device",
-                "decode_like_values"):
-        assert res[key] is True, (key, res[key])
-    # encode(<object with __cuda_array_interface__>) directly: qsgd_codec.cuda must wrap it
-    # with interop.as_device_array, as numba's simulator has no cuda.as_cuda_array
-    if "as_cuda_array" in str(res["encode_fake_cai"]):
-        pytest.xfail("qsgd_codec.cuda wraps __cuda_array_interface__ objects with "
-                     "numba.cuda.as_cuda_array, which the CUDA simulator lacks")
-    assert res["encode_fake_cai"] is True, res["encode_fake_cai"]
+    params = dict(bits=4, bucket_size=64, seed=3)
+    ref = reference.encode_array(x, wire.encode_params(**params))  # the oracle
+    assert qsgd_codec.encode(d, **params) == ref
+    assert qsgd_codec.encode(qarrays.as_device_array(fake)[0], **params) == ref
+    # encode(<object with __cuda_array_interface__>) directly: qsgd_codec.cuda wraps it with
+    # as_device_array, as numba's simulator has no cuda.as_cuda_array
+    assert qsgd_codec.encode(fake, **params) == ref
+    out = qsgd_codec.decode(ref, like=d)
+    assert interop.is_device_array(out)
+    assert np.array_equal(out.copy_to_host(), reference.decode_message(ref))

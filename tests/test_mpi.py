@@ -42,6 +42,7 @@ def _launch_env(ranks, **extra):
 def _warm_codec():
     """Compile (or load from Numba's cache) the codec once here, not in every rank at once."""
     import ml_dtypes
+
     for dtype in (np.float16, ml_dtypes.bfloat16, np.float32, np.float64):
         x = np.linspace(-1, 1, 300).astype(dtype)
         for kw in (dict(bits=4), dict(levels=16, coding="elias")):
@@ -54,16 +55,24 @@ def mpirun(ranks, script, *args, timeout=LAUNCH_TIMEOUT, **env):
         pytest.skip("no mpiexec found (pip install 'qsgd_codec[mpi]')")
     cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", str(script), *args]
     # a session of its own: on a timeout (a hang) the whole job, ranks included, is killed
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_launch_env(ranks, **env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=_launch_env(ranks, **env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"mpiexec -n {ranks} {script.name} did not finish in {timeout} s (a hang?)"
-                    f"\n{out}\n{err}")
+        pytest.fail(
+            f"mpiexec -n {ranks} {script.name} did not finish in {timeout} s (a hang?)"
+            f"\n{out}\n{err}"
+        )
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -77,8 +86,13 @@ def run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"mpi{ranks}")
     # NUMBA_ENABLE_CUDASIM: GPU inputs (fake __cuda_array_interface__ arrays) go through the
     # CUDA simulator and are staged through the host, as on a machine with a GPU
-    proc = mpirun(ranks, WORKER, str(out), "identical,elias,seeds,corrupt,mismatch,device",
-                  NUMBA_ENABLE_CUDASIM="1")
+    proc = mpirun(
+        ranks,
+        WORKER,
+        str(out),
+        "identical,elias,seeds,corrupt,mismatch,device",
+        NUMBA_ENABLE_CUDASIM="1",
+    )
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout}\n{proc.stderr}"
     by_check = defaultdict(list)
     for r in range(ranks):
@@ -98,6 +112,8 @@ def _by_call(records, *keys):
 
 # ----------------------------------------------------------------------------- results
 
+
+@pytest.mark.mpi
 def test_every_rank_ends_bit_identical(run):
     ranks, by = run
     calls = _by_call(by["identical"], "op", "setting", "shape", "dtype", "average")
@@ -109,6 +125,7 @@ def test_every_rank_ends_bit_identical(run):
         assert all(r["out_shape"] == json.loads(key[2]) for r in recs), key
 
 
+@pytest.mark.mpi
 def test_error_within_the_codec_bound(run):
     """|result - exact mean| <= (1/K) sum_k r_kb / s (plus the re-encoding for the reducers)."""
     ranks, by = run
@@ -119,17 +136,18 @@ def test_error_within_the_codec_bound(run):
     assert np.median(ratios) > 0.3
 
 
+@pytest.mark.mpi
 def test_float32_baseline_matches_the_mean(run):
     ranks, by = run
     recs = [r for r in by["identical"] if r["op"] == "allreduce_float32"]
     assert len(recs) == 10 * ranks
     # float32 sums, rounded to the input dtype (float64 inputs keep float32 precision)
-    eps = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float32": 2.0 ** -23,
-           "float64": 2.0 ** -23}
+    eps = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-23}
     for r in recs:
         assert r["rel_error"] <= 4 * eps[r["dtype"]], r
 
 
+@pytest.mark.mpi
 def test_byte_statistics_add_up(run):
     ranks, by = run
     calls = _by_call(by["identical"], "op", "setting", "shape", "dtype", "average")
@@ -138,19 +156,26 @@ def test_byte_statistics_add_up(run):
         sent = sum(s["bytes_sent"] for s in stats)
         received = sum(s["bytes_received"] for s in stats)
         assert all(s["total_bytes_sent"] == sent for s in stats), key
-        assert received == sent, key          # every byte sent is received by someone
+        assert received == sent, key  # every byte sent is received by someone
         for s in stats:
             assert s["ranks"] == ranks and s["total_s"] >= s["encode_s"] + s["decode_s"]
     # allgather: (K-1) copies of each message; 8-bit messages are ~1/4 of float32
-    for s in (r["stats"] for r in by["identical"]
-              if r["op"] == "allgather" and r["setting"] == "8bit-b512" and r["shape"] == [3000]):
+    for s in (
+        r["stats"]
+        for r in by["identical"]
+        if r["op"] == "allgather" and r["setting"] == "8bit-b512" and r["shape"] == [3000]
+    ):
         assert s["bytes_sent"] == (ranks - 1) * s["message_bytes"]
         assert 3000 < s["message_bytes"] < 3000 * 1.02 + 100
-    for s in (r["stats"] for r in by["identical"]
-              if r["op"] == "allreduce_float32" and r["shape"] == [3000]):
+    for s in (
+        r["stats"]
+        for r in by["identical"]
+        if r["op"] == "allreduce_float32" and r["shape"] == [3000]
+    ):
         assert s["bytes_sent"] == 2 * (ranks - 1) * 12000 // ranks
 
 
+@pytest.mark.mpi
 def test_elias_messages_of_different_lengths(run):
     ranks, by = run
     recs = by["elias"]
@@ -165,6 +190,7 @@ def test_elias_messages_of_different_lengths(run):
             assert r["stats"]["bytes_sent"] == (ranks - 1) * sizes[r["rank"]]
 
 
+@pytest.mark.mpi
 def test_seeds_differ_across_ranks_and_steps(run):
     ranks, by = run
     recs = by["seeds"]
@@ -185,6 +211,7 @@ def test_seeds_differ_across_ranks_and_steps(run):
 CORRUPT_CASES = 11 + 3
 
 
+@pytest.mark.mpi
 def test_corrupt_message_raises_on_every_rank(run):
     ranks, by = run
     calls = _by_call(by["corrupt"], "case")
@@ -198,6 +225,7 @@ def test_corrupt_message_raises_on_every_rank(run):
         assert len(recs) == ranks and len({r["digest"] for r in recs}) == 1, key
 
 
+@pytest.mark.mpi
 def test_only_the_owner_sees_it_but_all_raise(run):
     """allreduce's reduce-scatter: only rank 0 decodes the bad chunk, the rest learn it by
     agreement."""
@@ -206,10 +234,10 @@ def test_only_the_owner_sees_it_but_all_raise(run):
     by_rank = {r["rank"]: r for r in recs}
     assert by_rank[0]["message"].startswith("CRC-32 mismatch")
     for r in range(1, ranks):
-        assert f"message from rank {ranks - 1} failed to decode on rank 0" in \
-            by_rank[r]["message"]
+        assert f"message from rank {ranks - 1} failed to decode on rank 0" in by_rank[r]["message"]
 
 
+@pytest.mark.mpi
 def test_parameter_mismatch_detected_up_front(run):
     ranks, by = run
     calls = _by_call(by["mismatch"], "case")
@@ -223,6 +251,7 @@ def test_parameter_mismatch_detected_up_front(run):
         assert len(recs) == ranks and len({r["digest"] for r in recs}) == 1, key
 
 
+@pytest.mark.mpi
 def test_device_arrays_are_staged_through_the_host(run):
     ranks, by = run
     recs = by["device"]
@@ -230,6 +259,7 @@ def test_device_arrays_are_staged_through_the_host(run):
     assert all(r["equal"] and r["kind"] == "ndarray" for r in recs)
 
 
+@pytest.mark.mpi
 def test_uncaught_error_ends_the_job():
     """Left uncaught, the error ends the job under ``python -m mpi4py`` (no hang)."""
     pytest.importorskip("mpi4py")
@@ -240,6 +270,7 @@ def test_uncaught_error_ends_the_job():
 
 
 # ----------------------------------------------------------------------------- seeds
+
 
 def _mix(z):
     m = (1 << 64) - 1
@@ -261,13 +292,18 @@ def test_derive_seed_follows_its_documented_formula():
 
 
 def test_derive_seed_gives_distinct_streams():
-    seeds = {qm.derive_seed(0, rank, step, phase, chunk)
-             for rank in range(16) for step in range(200) for phase in (0, 1)
-             for chunk in range(4)}
+    seeds = {
+        qm.derive_seed(0, rank, step, phase, chunk)
+        for rank in range(16)
+        for step in range(200)
+        for phase in (0, 1)
+        for chunk in range(4)
+    }
     assert len(seeds) == 16 * 200 * 2 * 4
     # neighbouring inputs share no bit structure: about half the bits differ
-    flips = [bin(qm.derive_seed(0, 0, t) ^ qm.derive_seed(0, 0, t + 1)).count("1")
-             for t in range(200)]
+    flips = [
+        bin(qm.derive_seed(0, 0, t) ^ qm.derive_seed(0, 0, t + 1)).count("1") for t in range(200)
+    ]
     assert 28 < np.mean(flips) < 36
 
 
@@ -281,10 +317,12 @@ def test_derive_seed_rejects_bad_numbers(bad):
 
 def test_stats_accumulate():
     stats = qm.Stats(keep_calls=True)
-    a = qm.CallStats(op="allgather", ranks=4, rank=0, n=10, dtype="float32", bytes_sent=30,
-                     encode_s=0.5)
-    b = qm.CallStats(op="allgather", ranks=4, rank=0, n=10, dtype="float32", bytes_sent=12,
-                     encode_s=0.25)
+    a = qm.CallStats(
+        op="allgather", ranks=4, rank=0, n=10, dtype="float32", bytes_sent=30, encode_s=0.5
+    )
+    b = qm.CallStats(
+        op="allgather", ranks=4, rank=0, n=10, dtype="float32", bytes_sent=12, encode_s=0.25
+    )
     stats.add(a)
     stats.add(b)
     assert stats.calls_made == 2 and stats.bytes_sent == 42 and stats.encode_s == 0.75

@@ -37,9 +37,15 @@ CODECS = [
 def reference(codec, arr):
     """What the codec must produce: qsgd_codec on the flat array in memory order."""
     flat = arr.reshape(-1, order="A")
-    data = qsgd_codec.encode(flat, levels=codec.levels, bucket_size=codec.bucket_size,
-                             scale=codec.scale, coding=codec.coding, seed=codec.seed,
-                             checksum=codec.checksum)
+    data = qsgd_codec.encode(
+        flat,
+        levels=codec.levels,
+        bucket_size=codec.bucket_size,
+        scale=codec.scale,
+        coding=codec.coding,
+        seed=codec.seed,
+        checksum=codec.checksum,
+    )
     return data, qsgd_codec.decode(data)
 
 
@@ -56,12 +62,22 @@ def test_every_buffer_type_exact(codec, arr):
     typed = QSGD.from_config({**codec.get_config(), "dtype": arr.dtype.name})
     # encode: ndarray (own dtype), and raw buffers read as the configured dtype
     assert codec.encode(arr) == data
-    for buf in (raw, bytearray(raw), array.array("b", raw), np.frombuffer(raw, np.uint8),
-                memoryview(raw)):
+    for buf in (
+        raw,
+        bytearray(raw),
+        array.array("b", raw),
+        np.frombuffer(raw, np.uint8),
+        memoryview(raw),
+    ):
         assert typed.encode(buf) == data
     # decode: from every buffer type
-    for buf in (data, bytearray(data), array.array("b", data), np.frombuffer(data, np.uint8),
-                memoryview(data)):
+    for buf in (
+        data,
+        bytearray(data),
+        array.array("b", data),
+        np.frombuffer(data, np.uint8),
+        memoryview(data),
+    ):
         out = codec.decode(buf)
         assert out.dtype == values.dtype and np.array_equal(out, values, equal_nan=False)
     # decode into out=: ndarray of the right dtype (any memory order), bytearray, array.array
@@ -108,14 +124,14 @@ def test_deterministic_and_seeded():
 def test_dtype_rules():
     x = ARRAYS[0]
     with pytest.raises(DTypeError, match="dtype"):
-        QSGD().encode(x.tobytes())                  # raw bytes need a configured dtype
+        QSGD().encode(x.tobytes())  # raw bytes need a configured dtype
     with pytest.raises(DTypeError):
-        QSGD(dtype="float64").encode(x)              # typed array of another dtype
+        QSGD(dtype="float64").encode(x)  # typed array of another dtype
     with pytest.raises(ValueError):
-        QSGD(dtype="float32").encode(b"\x00" * 7)    # not whole values
+        QSGD(dtype="float32").encode(b"\x00" * 7)  # not whole values
     with pytest.raises(DTypeError):
         QSGD(dtype="int32")
-    with pytest.raises(TypeError):                    # numcodecs: object arrays are TypeError
+    with pytest.raises(TypeError):  # numcodecs: object arrays are TypeError
         QSGD().encode(np.array(["a", "b"], dtype=object))
     with pytest.raises(TypeError):
         QSGD().decode(QSGD().encode(x[:10]), out=np.empty(10, dtype=object))
@@ -131,8 +147,15 @@ def test_bfloat16_raw_buffers():
 
 
 def test_bad_parameters():
-    for kwargs in ({"bits": 1}, {"levels": 0}, {"bucket_size": 0}, {"scale": "median"},
-                   {"coding": "zstd"}, {"seed": -1}, {"max_buffer_size": 0}):
+    for kwargs in (
+        {"bits": 1},
+        {"levels": 0},
+        {"bucket_size": 0},
+        {"scale": "median"},
+        {"coding": "zstd"},
+        {"seed": -1},
+        {"max_buffer_size": 0},
+    ):
         with pytest.raises(ParameterError):
             QSGD(**kwargs)
 
@@ -159,10 +182,12 @@ def test_max_buffer_size(max_buffer_size):
         with pytest.raises(ValueError):
             codec.decode(small)
     # over it: ValueError on encode (input size) and on decode (input or output size)
-    for buf in (np.zeros(max_buffer_size // 4 + 1, np.float32),
-                np.zeros(max_buffer_size // 8 + 1, np.float64),
-                bytes(b"x" * (max_buffer_size + 1)),
-                np.zeros(max_buffer_size + 1, np.int8)):
+    for buf in (
+        np.zeros(max_buffer_size // 4 + 1, np.float32),
+        np.zeros(max_buffer_size // 8 + 1, np.float64),
+        bytes(b"x" * (max_buffer_size + 1)),
+        np.zeros(max_buffer_size + 1, np.int8),
+    ):
         with pytest.raises(ValueError):
             codec.encode(buf)
         with pytest.raises(ValueError):
@@ -172,8 +197,7 @@ def test_max_buffer_size(max_buffer_size):
 def test_max_buffer_size_bounds_the_output():
     # a small message (elias coding of zeros) that decodes to more than the limit
     codec = QSGD(max_buffer_size=1024)
-    bomb = qsgd_codec.encode(np.zeros(1 << 20, np.float32), coding="elias",
-                             bucket_size=1 << 20)
+    bomb = qsgd_codec.encode(np.zeros(1 << 20, np.float32), coding="elias", bucket_size=1 << 20)
     assert len(bomb) <= 1024
     with pytest.raises(ValueError, match="decodes to"):
         codec.decode(bomb)
@@ -191,8 +215,9 @@ def test_max_buffer_size_in_config():
         codec.encode(np.zeros(26, np.float32))
 
 
-@pytest.mark.parametrize("codec", CODECS + [QSGD(dtype="float16"), QSGD(max_buffer_size=10)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "codec", CODECS + [QSGD(dtype="float16"), QSGD(max_buffer_size=10)], ids=repr
+)
 def test_config_json_roundtrip_equality_and_repr(codec):
     check_config(codec)  # through JSON and numcodecs.get_codec
     config = codec.get_config()
@@ -224,15 +249,23 @@ def chunk_values(block, codec_kwargs):
 @pytest.mark.parametrize("coding", ["dense", "elias"])
 def test_zarr_v3_serializer_end_to_end(tmp_path, coding):
     from qsgd_codec.numcodecs_codec import ZarrQSGD
+
     data = np.random.default_rng(1).standard_normal((90, 40)).astype(np.float32)
     kwargs = dict(levels=7, bucket_size=64, coding=coding, seed=5)
     codec = ZarrQSGD(**kwargs)
-    z = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(30, 20),
-                          dtype="float32", serializer=codec, compressors=None)
+    z = zarr.create_array(
+        tmp_path / "a.zarr",
+        shape=data.shape,
+        chunks=(30, 20),
+        dtype="float32",
+        serializer=codec,
+        compressors=None,
+    )
     z[:] = data
     meta = json.loads((tmp_path / "a.zarr" / "zarr.json").read_text())
-    assert meta["codecs"] == [{"name": "qsgd", "configuration": {**codec.to_dict()[
-        "configuration"]}}]
+    assert meta["codecs"] == [
+        {"name": "qsgd", "configuration": {**codec.to_dict()["configuration"]}}
+    ]
     assert meta["codecs"][0]["configuration"]["levels"] == 7
     back = zarr.open_array(tmp_path / "a.zarr", mode="r")
     assert back.metadata.codecs[0] == codec
@@ -240,9 +273,10 @@ def test_zarr_v3_serializer_end_to_end(tmp_path, coding):
     assert stored.dtype == np.float32
     for i in range(0, 90, 30):
         for j in range(0, 40, 20):
-            block = data[i:i + 30, j:j + 20]
-            assert np.array_equal(stored[i:i + 30, j:j + 20],
-                                  chunk_values(np.ascontiguousarray(block), kwargs))
+            block = data[i : i + 30, j : j + 20]
+            assert np.array_equal(
+                stored[i : i + 30, j : j + 20], chunk_values(np.ascontiguousarray(block), kwargs)
+            )
     # every chunk file is one QSGD message
     chunk = (tmp_path / "a.zarr" / "c" / "0" / "0").read_bytes()
     info = qsgd_codec.inspect(chunk)
@@ -251,9 +285,15 @@ def test_zarr_v3_serializer_end_to_end(tmp_path, coding):
 
 def test_zarr_v3_with_compressor_and_partial_chunks():
     from qsgd_codec.numcodecs_codec import ZarrQSGD
+
     data = np.random.default_rng(2).standard_normal(1000)
-    z = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, chunks=(300,),
-                          dtype="float64", serializer=ZarrQSGD(bits=8))
+    z = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=data.shape,
+        chunks=(300,),
+        dtype="float64",
+        serializer=ZarrQSGD(bits=8),
+    )
     z[:] = data
     stored = z[:]
     assert np.abs(stored - data).max() <= np.abs(data).max() / 127
@@ -262,6 +302,7 @@ def test_zarr_v3_with_compressor_and_partial_chunks():
 
 def test_zarr_v3_codec_config_and_validation():
     from qsgd_codec.numcodecs_codec import ZarrQSGD
+
     codec = ZarrQSGD(bits=4, scale="l2")
     d = codec.to_dict()
     assert d["name"] == "qsgd" and json.loads(json.dumps(d)) == d
@@ -271,15 +312,26 @@ def test_zarr_v3_codec_config_and_validation():
     with pytest.raises(ParameterError):
         ZarrQSGD(levels=0)
     with pytest.raises(ValueError, match="float"):
-        zarr.create_array(zarr.storage.MemoryStore(), shape=(10,), chunks=(5,), dtype="int32",
-                          serializer=ZarrQSGD())
+        zarr.create_array(
+            zarr.storage.MemoryStore(),
+            shape=(10,),
+            chunks=(5,),
+            dtype="int32",
+            serializer=ZarrQSGD(),
+        )
 
 
 def test_zarr_v2_compressor_end_to_end(tmp_path):
     data = np.random.default_rng(3).standard_normal((60, 50)).astype(np.float32)
     codec = QSGD(bits=4, bucket_size=100, seed=9)
-    z = zarr.create_array(tmp_path / "v2.zarr", shape=data.shape, chunks=(30, 25),
-                          dtype="float32", compressors=codec, zarr_format=2)
+    z = zarr.create_array(
+        tmp_path / "v2.zarr",
+        shape=data.shape,
+        chunks=(30, 25),
+        dtype="float32",
+        compressors=codec,
+        zarr_format=2,
+    )
     z[:] = data
     meta = json.loads((tmp_path / "v2.zarr" / ".zarray").read_text())
     assert meta["compressor"] == codec.get_config()
@@ -287,6 +339,7 @@ def test_zarr_v2_compressor_end_to_end(tmp_path):
     stored = back[:]
     for i in (0, 30):
         for j in (0, 25):
-            block = np.ascontiguousarray(data[i:i + 30, j:j + 25])
-            assert np.array_equal(stored[i:i + 30, j:j + 25],
-                                  codec.decode(codec.encode(block)).reshape(30, 25))
+            block = np.ascontiguousarray(data[i : i + 30, j : j + 25])
+            assert np.array_equal(
+                stored[i : i + 30, j : j + 25], codec.decode(codec.encode(block)).reshape(30, 25)
+            )

@@ -5,29 +5,45 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import qsgd_codec
-from qsgd_codec import format as fmt
-from qsgd_codec import reference as ref
-from qsgd_codec.errors import (DTypeError, LimitError, NonFiniteError, ParameterError, QSGDError,
-                               TruncatedError)
+from qsgd_codec import reference as ref, wire
+from qsgd_codec.errors import (
+    DTypeError,
+    LimitError,
+    NonFiniteError,
+    ParameterError,
+    QSGDError,
+    TruncatedError,
+)
 
 # ---------------------------------------------------------------- spec tables
 
 
-@pytest.mark.parametrize("value, bits", [(1, "0"), (2, "100"), (3, "110"), (4, "101000"),
-                                         (7, "101110"), (8, "1110000"), (15, "1111110"),
-                                         (16, "10100100000")])
+@pytest.mark.parametrize(
+    "value, bits",
+    [
+        (1, "0"),
+        (2, "100"),
+        (3, "110"),
+        (4, "101000"),
+        (7, "101110"),
+        (8, "1110000"),
+        (15, "1111110"),
+        (16, "10100100000"),
+    ],
+)
 def test_omega_codes_match_spec_table(value, bits):
     assert ref.omega_bits(value) == bits
 
 
-@pytest.mark.parametrize("value, length", [(100, 13), (1000, 17), (65536, 28),
-                                           (2 ** 32 - 1, 43), (2 ** 24, 36),
-                                           (2 ** 24 - 1, 35)])
+@pytest.mark.parametrize(
+    "value, length",
+    [(100, 13), (1000, 17), (65536, 28), (2**32 - 1, 43), (2**24, 36), (2**24 - 1, 35)],
+)
 def test_omega_lengths_match_paper_notes(value, length):
     assert len(ref.omega_bits(value)) == length
 
 
-@given(st.integers(1, 2 ** 24))
+@given(st.integers(1, 2**24))
 def test_omega_decodes_what_it_encodes(value):
     bits = ref.omega_bits(value) + "1"
     reader = ref.BitReader(ref.bits_to_bytes(bits), len(bits))
@@ -38,18 +54,21 @@ def test_omega_decodes_what_it_encodes(value):
 def test_splitmix_known_answers():
     # SplitMix64 started at state 0 (seed 0 -> key 0): its published first outputs
     assert [hex(int(v)) for v in ref.random_bits(0, np.arange(3))] == [
-        "0xe220a8397b1dcdaf", "0x6e789e6aa1b965f4", "0x6c45d188009454f"]
+        "0xe220a8397b1dcdaf",
+        "0x6e789e6aa1b965f4",
+        "0x6c45d188009454f",
+    ]
     u = ref.uniform(12345, np.arange(100000))
     assert 0.0 <= u.min() and u.max() < 1.0
     assert abs(u.mean() - 0.5) < 0.005
 
 
 def test_crc_check_value():
-    assert fmt.crc32(b"123456789") == 0xCBF43926
+    assert wire.crc32(b"123456789") == 0xCBF43926
 
 
 def test_scale_rounds_up_to_float32():
-    value = 1.0 + 2.0 ** -30                   # between two float32 values
+    value = 1.0 + 2.0**-30  # between two float32 values
     r = ref.round_up_to_float32(value)
     assert float(r) >= value and float(np.nextafter(r, np.float32(0))) < value
     assert ref.round_up_to_float32(0.5) == np.float32(0.5)
@@ -80,40 +99,58 @@ DTYPES = ["float16", "float32", "float64", "bfloat16"]
 def make(dtype, values):
     if dtype == "bfloat16":
         import ml_dtypes
+
         return values.astype(np.float32).astype(ml_dtypes.bfloat16)
     return values.astype(dtype)
 
 
 @settings(deadline=None, max_examples=60)
-@given(shape=st.lists(st.integers(0, 7), min_size=0, max_size=3),
-       dtype=st.sampled_from(DTYPES),
-       coding=st.sampled_from(["dense", "elias"]), scale=st.sampled_from(["max", "l2"]),
-       levels=st.sampled_from([1, 2, 3, 7, 8, 100, 127, 65535]),
-       bucket_size=st.integers(1, 40), seed=st.integers(0, 2 ** 64 - 1),
-       data=st.data())
+@given(
+    shape=st.lists(st.integers(0, 7), min_size=0, max_size=3),
+    dtype=st.sampled_from(DTYPES),
+    coding=st.sampled_from(["dense", "elias"]),
+    scale=st.sampled_from(["max", "l2"]),
+    levels=st.sampled_from([1, 2, 3, 7, 8, 100, 127, 65535]),
+    bucket_size=st.integers(1, 40),
+    seed=st.integers(0, 2**64 - 1),
+    data=st.data(),
+)
 def test_roundtrip_properties(shape, dtype, coding, scale, levels, bucket_size, seed, data):
     n = int(np.prod(shape))
-    values = np.array(data.draw(st.lists(st.floats(-100, 100, width=16), min_size=n,
-                                         max_size=n)), dtype=np.float64).reshape(shape)
+    values = np.array(
+        data.draw(st.lists(st.floats(-100, 100, width=16), min_size=n, max_size=n)),
+        dtype=np.float64,
+    ).reshape(shape)
     x = make(dtype, values)
-    message = qsgd_codec.encode(x, levels=levels, bucket_size=bucket_size, scale=scale,
-                                coding=coding, seed=seed)
-    again = qsgd_codec.encode(x, levels=levels, bucket_size=bucket_size, scale=scale,
-                              coding=coding, seed=seed)
-    assert message == again                                     # a pure function
+    message = qsgd_codec.encode(
+        x, levels=levels, bucket_size=bucket_size, scale=scale, coding=coding, seed=seed
+    )
+    again = qsgd_codec.encode(
+        x, levels=levels, bucket_size=bucket_size, scale=scale, coding=coding, seed=seed
+    )
+    assert message == again  # a pure function
     info = qsgd_codec.inspect(message)
-    assert info["n"] == n and info["shape"] == tuple(shape) and info["message_bytes"] == len(message)
+    assert (
+        info["n"] == n and info["shape"] == tuple(shape) and info["message_bytes"] == len(message)
+    )
     y = qsgd_codec.decode(message)
     assert y.dtype == x.dtype and y.shape == x.shape
-    x64 = ref.to_float64(x, fmt.dtype_name(x.dtype))
-    y64 = ref.to_float64(y, fmt.dtype_name(y.dtype))
+    x64 = ref.to_float64(x, wire.dtype_name(x.dtype))
+    y64 = ref.to_float64(y, wire.dtype_name(y.dtype))
     # every value lies on the grid of its bucket and within one level of the input
-    for b in range(fmt.num_buckets(n, bucket_size)):
-        xb, yb = x64[b * bucket_size:(b + 1) * bucket_size], y64[b * bucket_size:(b + 1) * bucket_size]
+    for b in range(wire.num_buckets(n, bucket_size)):
+        xb, yb = (
+            x64[b * bucket_size : (b + 1) * bucket_size],
+            y64[b * bucket_size : (b + 1) * bucket_size],
+        )
         r = ref.bucket_scale(xb, scale)
         step = float(r) / levels
-        output_rounding = float(r) * {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7,
-                                      "float32": 2.0 ** -23, "float64": 2.0 ** -52}[dtype]
+        output_rounding = (
+            float(r)
+            * {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}[
+                dtype
+            ]
+        )
         assert np.all(np.abs(yb - xb) <= step * (1 + 1e-9) + output_rounding)
         assert np.all((yb == 0) | (np.sign(yb) == np.sign(xb)))
 
@@ -146,23 +183,47 @@ def test_decode_into_out_and_strided_input():
 X = np.linspace(-1, 1, 10, dtype=np.float32)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(bits=0), dict(bits=1), dict(bits=26), dict(bits=4.0), dict(bits=True),
-    dict(levels=0), dict(levels=2 ** 24), dict(levels=-3), dict(levels="7"),
-    dict(bits=4, levels=3),
-    dict(bucket_size=0), dict(bucket_size=-1), dict(bucket_size=2 ** 24 + 1),
-    dict(bucket_size=8.5), dict(scale="l1"), dict(scale=None, coding="huffman"),
-    dict(seed=-1), dict(seed=2 ** 64), dict(seed=1.5),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(bits=0),
+        dict(bits=1),
+        dict(bits=26),
+        dict(bits=4.0),
+        dict(bits=True),
+        dict(levels=0),
+        dict(levels=2**24),
+        dict(levels=-3),
+        dict(levels="7"),
+        dict(bits=4, levels=3),
+        dict(bucket_size=0),
+        dict(bucket_size=-1),
+        dict(bucket_size=2**24 + 1),
+        dict(bucket_size=8.5),
+        dict(scale="l1"),
+        dict(scale=None, coding="huffman"),
+        dict(seed=-1),
+        dict(seed=2**64),
+        dict(seed=1.5),
+    ],
+)
 def test_bad_parameters_raise_parameter_error(kwargs):
     with pytest.raises(ParameterError) as info:
         qsgd_codec.encode(X, **kwargs)
     assert str(info.value)
 
 
-@pytest.mark.parametrize("array", [np.arange(5), np.arange(5, dtype=np.int8),
-                                   np.ones(3, dtype=np.complex64), np.ones(3, dtype=bool),
-                                   np.array(["a", "b"]), np.array([1.0, None], dtype=object)])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(5),
+        np.arange(5, dtype=np.int8),
+        np.ones(3, dtype=np.complex64),
+        np.ones(3, dtype=bool),
+        np.array(["a", "b"]),
+        np.array([1.0, None], dtype=object),
+    ],
+)
 def test_unsupported_dtypes_raise_dtype_error(array):
     with pytest.raises(DTypeError, match="float16, bfloat16, float32 and float64"):
         qsgd_codec.encode(array)

@@ -25,11 +25,11 @@ def exact_moments(x, d, s, scale):
     step = np.empty_like(x64)
     p = np.empty_like(x64)
     for lo in range(0, x64.size, d):
-        xb = x64[lo:lo + d]
+        xb = x64[lo : lo + d]
         r = float(ref.bucket_scale(xb, scale))
         t = np.abs(xb) / r * s if r else np.zeros_like(xb)
-        step[lo:lo + d] = r / s
-        p[lo:lo + d] = t - np.floor(t)
+        step[lo : lo + d] = r / s
+        p[lo : lo + d] = t - np.floor(t)
     return step, p
 
 
@@ -41,13 +41,13 @@ def test_unbiased(scale, levels):
     k = 600
     y, _ = draws(x, k, levels=levels, bucket_size=64, scale=scale)
     step, p = exact_moments(x, 64, levels, scale)
-    sd = step * np.sqrt(p * (1 - p) / k)                 # exact std of the sample mean
+    sd = step * np.sqrt(p * (1 - p) / k)  # exact std of the sample mean
     z = (y.mean(axis=0) - x) / np.maximum(sd, 1e-30)
     # each |z| is ~N(0,1); with 256 elements the max should stay well under 5
     assert np.max(np.abs(z)[sd > 0]) < 5.0
-    assert np.all(y.mean(axis=0)[sd == 0] == x[sd == 0])   # p = 0: deterministic
+    assert np.all(y.mean(axis=0)[sd == 0] == x[sd == 0])  # p = 0: deterministic
     # the whole-vector bias is tiny compared with the spread of one draw
-    assert abs(np.mean(y.mean(axis=0) - x)) < 4 * np.sqrt(np.sum(sd ** 2)) / x.size
+    assert abs(np.mean(y.mean(axis=0) - x)) < 4 * np.sqrt(np.sum(sd**2)) / x.size
 
 
 @pytest.mark.parametrize("d, levels", [(64, 1), (64, 2), (64, 8), (256, 16)])
@@ -58,10 +58,10 @@ def test_variance_bound_and_exact_variance_l2(d, levels):
     y, _ = draws(x, k, levels=levels, bucket_size=d, scale="l2")
     err = np.sum((y - x) ** 2, axis=1)
     norm2 = float(np.sum(x.astype(np.float64) ** 2))
-    bound = min(d / levels ** 2, math.sqrt(d) / levels) * norm2      # Lemma 3.1
+    bound = min(d / levels**2, math.sqrt(d) / levels) * norm2  # Lemma 3.1
     assert err.mean() <= bound
     step, p = exact_moments(x, d, levels, "l2")
-    exact = float(np.sum(step ** 2 * p * (1 - p)))
+    exact = float(np.sum(step**2 * p * (1 - p)))
     # the estimate matches the quantizer's exact variance within 5 standard errors
     assert abs(err.mean() - exact) <= 5 * err.std() / math.sqrt(k)
 
@@ -70,11 +70,14 @@ def test_variance_bound_and_exact_variance_l2(d, levels):
 @pytest.mark.parametrize("data", ["gaussian", "constant", "laplace"])
 def test_sparsity_bound_l2(d, levels, data):
     rng = np.random.default_rng(3)
-    x = {"gaussian": rng.standard_normal(d), "constant": np.ones(d),
-         "laplace": rng.laplace(size=d)}[data].astype(np.float32)
+    x = {
+        "gaussian": rng.standard_normal(d),
+        "constant": np.ones(d),
+        "laplace": rng.laplace(size=d),
+    }[data].astype(np.float32)
     y, _ = draws(x, 50, levels=levels, bucket_size=d, scale="l2")
     nnz = np.count_nonzero(y, axis=1).mean()
-    assert nnz <= levels * (levels + math.sqrt(d))                 # corrected Theorem 3.4 form
+    assert nnz <= levels * (levels + math.sqrt(d))  # corrected Theorem 3.4 form
 
 
 def test_sparsity_printed_form_is_violated():
@@ -83,7 +86,7 @@ def test_sparsity_printed_form_is_violated():
     x = np.ones(d, dtype=np.float32)
     y = qsgd_codec.decode(qsgd_codec.encode(x, levels=levels, bucket_size=d, scale="l2"))
     nnz = np.count_nonzero(y)
-    assert nnz > levels ** 2 + math.sqrt(d)
+    assert nnz > levels**2 + math.sqrt(d)
     assert nnz <= levels * (levels + math.sqrt(d))
 
 

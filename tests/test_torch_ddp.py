@@ -21,7 +21,7 @@ dist = pytest.importorskip("torch.distributed")
 
 import qsgd_codec  # noqa: E402
 from qsgd_codec.errors import ParameterError  # noqa: E402
-from qsgd_codec.torch_ddp import QSGDState, derive_seed, qsgd_hook  # noqa: E402
+from qsgd_codec.torch_ddp import QSGDState, message_seed, qsgd_hook  # noqa: E402
 
 #: accuracy tolerance of the end-to-end test, in absolute test accuracy
 ACCURACY_TOLERANCE = 0.02
@@ -57,8 +57,7 @@ def one_rank_group():
         yield
         return
     with tempfile.TemporaryDirectory() as tmp:
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0,
-                                world_size=1)
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
         try:
             yield
         finally:
@@ -80,8 +79,11 @@ def test_hook_one_rank_decodes_own_messages(one_rank_group, coding):
     # the small gradient travels raw: exact; the large one is the QSGD message with the
     # derived seed (world size 1, so the average is the decoded message itself)
     assert torch.equal(out[3000:], small)
-    expected = qsgd_codec.decode(qsgd_codec.encode(
-        big.numpy(), bits=4, bucket_size=256, seed=derive_seed(11, 0, 0, 2, 0), coding=coding))
+    expected = qsgd_codec.decode(
+        qsgd_codec.encode(
+            big.numpy(), bits=4, bucket_size=256, seed=message_seed(11, 0, 0, 2, 0), coding=coding
+        )
+    )
     assert np.array_equal(out[:3000].numpy(), expected)
     assert not torch.equal(out[:3000], big)  # it really was quantized
     assert state.messages_compressed == 1 and state.tensors_uncompressed == 1
@@ -94,8 +96,8 @@ def test_hook_threshold_and_step(one_rank_group):
     grads = [torch.randn(9_999), torch.randn(10_000)]
     bucket = FakeBucket([g.clone() for g in grads], last=True)
     out = run_hook(state, bucket)
-    assert torch.equal(out[:9_999], grads[0])          # under the threshold: uncompressed
-    assert not torch.equal(out[9_999:], grads[1])      # at the threshold: quantized
+    assert torch.equal(out[:9_999], grads[0])  # under the threshold: uncompressed
+    assert not torch.equal(out[9_999:], grads[1])  # at the threshold: quantized
     assert torch.allclose(out[9_999:], grads[1], atol=float(grads[1].abs().max()) / 127)
     assert state.step == 1
     # the next step uses other seeds: the quantization noise differs
@@ -116,13 +118,47 @@ def test_hook_low_and_high_precision(one_rank_group, dtype):
     assert 0 < err <= float(grad.double().abs().max()) / 127 * 1.01 + 1e-2
 
 
-def test_derive_seed_distinct():
-    seeds = {derive_seed(5, t, r, b, j) for t in range(4) for r in range(4) for b in range(3)
-             for j in range(3)}
+def test_message_seeds_are_distinct_and_follow_the_one_convention():
+    seeds = {
+        message_seed(5, r, t, b, j)
+        for t in range(4)
+        for r in range(4)
+        for b in range(3)
+        for j in range(3)
+    }
     assert len(seeds) == 4 * 4 * 3 * 3
     assert all(0 <= s < 2**64 for s in seeds)
-    assert derive_seed(5, 1, 0, 0, 0) == derive_seed(5, 1, 0, 0, 0)
-    assert derive_seed(5, 1, 0, 0, 0) != derive_seed(6, 1, 0, 0, 0)
+    assert message_seed(5, 0, 1, 0, 0) != message_seed(6, 0, 1, 0, 0)
+    # the library's one derive_seed (docs/seeds.md), shared with the MPI collectives
+    assert message_seed(5, 3, 7, 2, 1) == qsgd_codec.derive_seed(
+        5, 3, 7, qsgd_codec.PHASE_CONTRIBUTION, (2 << 32) | 1
+    )
+    with pytest.raises(qsgd_codec.ParameterError):
+        message_seed(5, 0, 0, 0, 1 << 32)
+
+
+def test_version_1_checkpoint_is_migrated_with_a_warning():
+    old = {
+        "version": 1,
+        "levels": 7,
+        "bucket_size": 128,
+        "scale": "max",
+        "coding": "dense",
+        "seed": 3,
+        "checksum": True,
+        "min_compress_numel": 7,
+        "step": 41,
+        "bytes_sent": 1234,
+        "bytes_uncompressed": 5000,
+        "messages_compressed": 2,
+        "tensors_uncompressed": 1,
+    }
+    state = QSGDState()
+    with pytest.warns(UserWarning, match="version-1 checkpoint"):
+        state.load_state_dict(old)
+    assert state.step == 41 and state.levels == 7 and state.seed == 3
+    assert state.params == qsgd_codec.EncodeParams(7, 128, "max", "dense", 3, True)
+    assert state.state_dict()["version"] == 2
 
 
 def test_state_checkpoint_roundtrip(tmp_path):
@@ -155,6 +191,7 @@ def test_state_rejects_bad_config():
 
 # ----------------------------------------------------------------------------- 2 processes
 
+
 def _dataset(rng, n, centers):
     labels = rng.integers(0, centers.shape[0], size=n)
     x = centers[labels] + rng.normal(size=(n, centers.shape[1])) * 2.2
@@ -163,10 +200,15 @@ def _dataset(rng, n, centers):
 
 def _train(rank, world, hook_state, x, y, x_test, y_test, epochs, batch):
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    )
     model = DDP(net)
     if hook_state is not None:
         model.register_comm_hook(hook_state, qsgd_hook)
@@ -176,7 +218,7 @@ def _train(rank, world, hook_state, x, y, x_test, y_test, epochs, batch):
     for _ in range(epochs):
         perm = torch.randperm(shard_x.shape[0], generator=order)
         for i in range(0, shard_x.shape[0], batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(shard_x[idx]), shard_y[idx])
             loss.backward()
@@ -192,31 +234,37 @@ def _check_average(rank, world):
 
     Elias coding, so the ranks' messages differ in length (the length exchange runs).
     """
+
     def grads(r):
         g = torch.Generator().manual_seed(100 + r)
         return [torch.randn(5000, generator=g) * (r + 1), torch.randn(30, generator=g)]
 
-    state = QSGDState(levels=3, bucket_size=128, coding="elias", seed=9,
-                      min_compress_numel=1000)
+    state = QSGDState(levels=3, bucket_size=128, coding="elias", seed=9, min_compress_numel=1000)
     out = qsgd_hook(state, FakeBucket(grads(rank), index=4, last=True)).wait()
     big = np.zeros(5000, np.float32)
     small = np.zeros(30, np.float32)
     for r in range(world):
         g_big, g_small = grads(r)
-        big += qsgd_codec.decode(qsgd_codec.encode(
-            g_big.numpy(), levels=3, bucket_size=128, coding="elias",
-            seed=derive_seed(9, 0, r, 4, 0)))
+        big += qsgd_codec.decode(
+            qsgd_codec.encode(
+                g_big.numpy(),
+                levels=3,
+                bucket_size=128,
+                coding="elias",
+                seed=message_seed(9, r, 0, 4, 0),
+            )
+        )
         small += g_small.numpy()
     big /= world
     small /= world
-    return bool(np.array_equal(out[:5000].numpy(), big)
-                and np.array_equal(out[5000:].numpy(), small))
+    return bool(
+        np.array_equal(out[:5000].numpy(), big) and np.array_equal(out[5000:].numpy(), small)
+    )
 
 
 def _worker(rank, world, store, out_path):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     average_ok = _check_average(rank, world)
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(10, 64))
@@ -226,22 +274,43 @@ def _worker(rank, world, store, out_path):
     plain_acc, plain_digest = _train(rank, world, None, x, y, x_test, y_test, epochs, batch)
     state = QSGDState(bits=4, bucket_size=512, seed=1)
     qsgd_acc, qsgd_digest = _train(rank, world, state, x, y, x_test, y_test, epochs, batch)
-    result = {"plain_acc": plain_acc, "qsgd_acc": qsgd_acc, "plain_digest": plain_digest,
-              "qsgd_digest": qsgd_digest, "ratio": state.compression_ratio, "step": state.step,
-              "compressed": state.messages_compressed,
-              "uncompressed": state.tensors_uncompressed, "average_ok": average_ok,
-              "steps_expected": epochs * -(-(8192 // world) // batch)}
+    result = {
+        "plain_acc": plain_acc,
+        "qsgd_acc": qsgd_acc,
+        "plain_digest": plain_digest,
+        "qsgd_digest": qsgd_digest,
+        "ratio": state.compression_ratio,
+        "step": state.step,
+        "compressed": state.messages_compressed,
+        "uncompressed": state.tensors_uncompressed,
+        "average_ok": average_ok,
+        "steps_expected": epochs * -(-(8192 // world) // batch),
+    }
     Path(out_path).write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_matches_uncompressed_accuracy(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     store = tmp_path / "store"
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(rank), "2", str(store),
-                               str(tmp_path / f"rank{rank}.json")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for rank in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(rank),
+                "2",
+                str(store),
+                str(tmp_path / f"rank{rank}.json"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(2)
+    ]
     outputs = []
     try:
         for p in procs:

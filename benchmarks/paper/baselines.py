@@ -23,8 +23,8 @@ import numpy as np
 
 from qsgd_codec.reference import uniform
 
-
 # ----------------------------------------------------------------------------- TernGrad
+
 
 def terngrad_levels(g, seed, clip=None):
     """TernGrad's quantization of one tensor: (scale r as float32, levels in {-1, 0, 1} int8).
@@ -49,7 +49,7 @@ def terngrad_levels(g, seed, clip=None):
         return r, np.zeros(x.size, dtype=np.int8)
     p = np.abs(x) / float(r)
     b = uniform(seed, np.arange(x.size)) < p
-    b |= p >= 1.0                                   # the coordinate at the max is kept surely
+    b |= p >= 1.0  # the coordinate at the max is kept surely
     levels = np.where(b, np.where(x < 0, -1, 1), 0).astype(np.int8)
     return r, levels
 
@@ -60,19 +60,23 @@ def terngrad_encode(g, seed, clip=None):
     r, levels = terngrad_levels(g, seed, clip)
     fields = (levels.astype(np.int16) & 3).astype(np.uint8)
     bits = ((fields[:, None] >> np.arange(2, dtype=np.uint8)) & 1).astype(np.uint8)
-    return np.float32(r).astype("<f4").tobytes() + np.packbits(bits.reshape(-1),
-                                                                 bitorder="little").tobytes()
+    return (
+        np.float32(r).astype("<f4").tobytes()
+        + np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+    )
 
 
 def terngrad_decode(data, n, dtype=np.float32):
     """Inverse of :func:`terngrad_encode` for a tensor of ``n`` elements."""
     expected = 4 + -(-2 * n // 8)
     if len(data) != expected:
-        raise ValueError(f"TernGrad message for {n} elements must be {expected} bytes, "
-                         f"got {len(data)}")
+        raise ValueError(
+            f"TernGrad message for {n} elements must be {expected} bytes, got {len(data)}"
+        )
     r = float(np.frombuffer(data, dtype="<f4", count=1)[0])
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=4),
-                         bitorder="little")[:2 * n].reshape(n, 2)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=4), bitorder="little")[
+        : 2 * n
+    ].reshape(n, 2)
     fields = bits[:, 0].astype(np.int8) + 2 * bits[:, 1].astype(np.int8)
     if np.any(fields == 2):
         raise ValueError("invalid TernGrad field 2")
@@ -85,6 +89,7 @@ def terngrad_message_bytes(n):
 
 
 # ----------------------------------------------------------------------------- 1BitSGD
+
 
 def _columns(shape):
     """(rows, cols) of the column view: a matrix's columns; anything else is one column."""
@@ -119,20 +124,29 @@ def onebit_dequantize(signs, pos, neg):
 def onebit_encode(signs, pos, neg):
     """Message bytes: cols float32 positive means, cols float32 negative means, then the sign
     bits of the (rows, cols) matrix in C order, LSB first (1 = non-negative)."""
-    return (pos.astype("<f4").tobytes() + neg.astype("<f4").tobytes()
-            + np.packbits(signs.reshape(-1), bitorder="little").tobytes())
+    return (
+        pos.astype("<f4").tobytes()
+        + neg.astype("<f4").tobytes()
+        + np.packbits(signs.reshape(-1), bitorder="little").tobytes()
+    )
 
 
 def onebit_decode(data, shape, dtype=np.float32):
     rows, cols = _columns(shape)
     expected = onebit_message_bytes(shape)
     if len(data) != expected:
-        raise ValueError(f"1-bit message for shape {shape} must be {expected} bytes, "
-                         f"got {len(data)}")
+        raise ValueError(
+            f"1-bit message for shape {shape} must be {expected} bytes, got {len(data)}"
+        )
     pos = np.frombuffer(data, dtype="<f4", count=cols)
     neg = np.frombuffer(data, dtype="<f4", count=cols, offset=4 * cols)
-    signs = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=8 * cols),
-                          bitorder="little")[:rows * cols].reshape(rows, cols).astype(bool)
+    signs = (
+        np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=8 * cols), bitorder="little")[
+            : rows * cols
+        ]
+        .reshape(rows, cols)
+        .astype(bool)
+    )
     return onebit_dequantize(signs, pos, neg).astype(dtype).reshape(shape)
 
 
@@ -158,12 +172,13 @@ class OneBitEF:
             raise ValueError(f"gradient has {g.size} elements, the state {self.residual.size}")
         v = g + self.residual
         signs, pos, neg = onebit_quantize(v, self.shape)
-        sent = onebit_dequantize(signs, pos, neg).reshape(-1)   # what every receiver decodes
+        sent = onebit_dequantize(signs, pos, neg).reshape(-1)  # what every receiver decodes
         self.residual = v - sent.astype(np.float64)
         return onebit_encode(signs, pos, neg)
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _round_up_float32(y):
     """The smallest float32 >= y (y >= 0), so |g_i| / r <= 1 as in the codec (spec 8.2)."""

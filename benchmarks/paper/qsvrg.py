@@ -34,20 +34,19 @@ import argparse
 import math
 import time
 
-import numpy as np
-
 import common
+import numpy as np
 from common import markdown_table, results_path
 
 import qsgd_codec
 
 K = 4
 LAMBDA = 3e-3
-B = 4                 # samples per worker per step
+B = 4  # samples per worker per step
 ETA = 2.0
 EPOCHS = 20
 SEEDS = 3
-TARGET = 1e-4         # suboptimality at which bits-to-target are compared
+TARGET = 1e-4  # suboptimality at which bits-to-target are compared
 COMMAND = ".venv/bin/python benchmarks/paper/qsvrg.py"
 
 
@@ -83,11 +82,16 @@ class Problem:
 
     def optimum(self):
         from scipy.optimize import minimize
-        res = minimize(lambda w: (self.loss(w), self.grad(w)), np.zeros(self.n), jac=True,
-                       method="L-BFGS-B", options={"maxiter": 10000, "gtol": 1e-13,
-                                                   "ftol": 1e-16, "maxcor": 30})
+
+        res = minimize(
+            lambda w: (self.loss(w), self.grad(w)),
+            np.zeros(self.n),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 10000, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30},
+        )
         w = res.x
-        for _ in range(20):                      # polish with full-gradient Newton-free steps
+        for _ in range(20):  # polish with full-gradient Newton-free steps
             w = w - 0.5 * self.grad(w)
         return min(res.fun, self.loss(w))
 
@@ -112,9 +116,14 @@ class Comm:
         out = []
         for v in vectors:
             self.counter += 1
-            msg = qsgd_codec.encode(v.astype(np.float32), levels=self.levels, bucket_size=self.n,
-                                    scale="l2", coding="elias",
-                                    seed=(run_seed << 32) + self.counter)
+            msg = qsgd_codec.encode(
+                v.astype(np.float32),
+                levels=self.levels,
+                bucket_size=self.n,
+                scale="l2",
+                coding="elias",
+                seed=(run_seed << 32) + self.counter,
+            )
             self.bits += 8 * len(msg)
             out.append(qsgd_codec.decode(msg).astype(np.float64))
         return out
@@ -123,7 +132,7 @@ class Comm:
 def run(problem, method, seed, epochs, fstar):
     rng = np.random.default_rng([seed, 17])
     shards = np.array_split(rng.permutation(problem.m), K)
-    T = int(math.ceil(problem.m / (K * B)))        # one pass over the data per epoch
+    T = int(math.ceil(problem.m / (K * B)))  # one pass over the data per epoch
     comm = Comm(LEVELS[method](problem.n), problem.n)
     w = np.zeros(problem.n)
     history = [(0, 0, problem.loss(w) - fstar)]
@@ -136,8 +145,9 @@ def run(problem, method, seed, epochs, fstar):
             total = np.zeros_like(x)
             for _ in range(T):
                 batches = [rng.choice(s, B, replace=False) for s in shards]
-                msgs = comm.send([problem.grad(x, b) - problem.grad(y, b) + mu for b in batches],
-                                 seed)
+                msgs = comm.send(
+                    [problem.grad(x, b) - problem.grad(y, b) + mu for b in batches], seed
+                )
                 x = x - ETA * sum(msgs) / K
                 total += x
             w = total / T
@@ -153,13 +163,27 @@ def run(problem, method, seed, epochs, fstar):
     return np.array(history, dtype=np.float64), T
 
 
-METHODS = {"svrg": "SVRG (float32)", "qsvrg": "QSVRG (s=√n=25, l2, elias)",
-           "qsvrg-s1": "QSVRG (s=1, l2, elias)",
-           "qsgd": "QSGD (s=√n=25, l2, elias)", "sgd": "SGD (float32)"}
-LEVELS = {"svrg": lambda n: None, "qsvrg": math.isqrt, "qsvrg-s1": lambda n: 1,
-          "qsgd": math.isqrt, "sgd": lambda n: None}
-STYLE = {"svrg": ("C0", "-"), "qsvrg": ("C3", "-"), "qsvrg-s1": ("C2", "-."),
-         "qsgd": ("C1", "--"), "sgd": ("C7", ":")}
+METHODS = {
+    "svrg": "SVRG (float32)",
+    "qsvrg": "QSVRG (s=√n=25, l2, elias)",
+    "qsvrg-s1": "QSVRG (s=1, l2, elias)",
+    "qsgd": "QSGD (s=√n=25, l2, elias)",
+    "sgd": "SGD (float32)",
+}
+LEVELS = {
+    "svrg": lambda n: None,
+    "qsvrg": math.isqrt,
+    "qsvrg-s1": lambda n: 1,
+    "qsgd": math.isqrt,
+    "sgd": lambda n: None,
+}
+STYLE = {
+    "svrg": ("C0", "-"),
+    "qsvrg": ("C3", "-"),
+    "qsvrg-s1": ("C2", "-."),
+    "qsgd": ("C1", "--"),
+    "sgd": ("C7", ":"),
+}
 
 
 def main():
@@ -177,8 +201,11 @@ def main():
         for seed in range(args.seeds):
             h, T = run(problem, method, seed, args.epochs, fstar)
             histories[method].append(h)
-        print(f"{method}: final gap {np.median([h[-1, 2] for h in histories[method]]):.3e} "
-              f"at {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"{method}: final gap {np.median([h[-1, 2] for h in histories[method]]):.3e} "
+            f"at {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     seconds = time.perf_counter() - start
     report(problem, fstar, histories, T, seconds, args)
     plot(histories, problem)
@@ -200,44 +227,71 @@ def rate(h, lo=3):
 
 def report(problem, fstar, histories, T, seconds, args):
     n = problem.n
-    msg_bytes = len(qsgd_codec.encode(np.random.default_rng(0).standard_normal(n).astype(np.float32),
-                                      levels=math.isqrt(n), bucket_size=n, scale="l2",
-                                      coding="elias"))
-    lines = ["# Paper claims, part 4: QSVRG converges linearly with quantized messages\n",
-             common.provenance(COMMAND, seconds),
-             f"L2-regularised multinomial logistic regression on the shipped digits "
-             f"({problem.m} training images, unit-norm rows + bias, n = {n} parameters, "
-             f"lambda = {LAMBDA}); f* = {fstar:.12f} (L-BFGS). K = {K} workers, B = {B} samples "
-             f"per worker per step, T = {T} inner steps per epoch (one pass), eta = {ETA}, "
-             f"{args.seeds} seeds (median shown; the band in the plot is min..max). Quantized "
-             f"messages: levels s = floor(sqrt(n)) = {math.isqrt(n)}, one bucket of n, L2 scale, "
-             f"elias coding: about {8 * msg_bytes / n:.2f} bits per coordinate on the wire "
-             f"(a Gaussian vector: {msg_bytes} bytes vs {4 * n} bytes float32). Setup and "
-             f"discussion: [docs/paper-claims.md](../../../docs/paper-claims.md).\n",
-             "Contraction = per-epoch factor of f(y_p) - f*, geometric mean from epoch 3 to the "
-             "end (or to where the gap reaches 1e-12); Theorem 3.6 promises 0.9 with T = O(L/l).\n"]
+    msg_bytes = len(
+        qsgd_codec.encode(
+            np.random.default_rng(0).standard_normal(n).astype(np.float32),
+            levels=math.isqrt(n),
+            bucket_size=n,
+            scale="l2",
+            coding="elias",
+        )
+    )
+    lines = [
+        "# Paper claims, part 4: QSVRG converges linearly with quantized messages\n",
+        common.provenance(COMMAND, seconds),
+        f"L2-regularised multinomial logistic regression on the shipped digits "
+        f"({problem.m} training images, unit-norm rows + bias, n = {n} parameters, "
+        f"lambda = {LAMBDA}); f* = {fstar:.12f} (L-BFGS). K = {K} workers, B = {B} samples "
+        f"per worker per step, T = {T} inner steps per epoch (one pass), eta = {ETA}, "
+        f"{args.seeds} seeds (median shown; the band in the plot is min..max). Quantized "
+        f"messages: levels s = floor(sqrt(n)) = {math.isqrt(n)}, one bucket of n, L2 scale, "
+        f"elias coding: about {8 * msg_bytes / n:.2f} bits per coordinate on the wire "
+        f"(a Gaussian vector: {msg_bytes} bytes vs {4 * n} bytes float32). Setup and "
+        f"discussion: [docs/paper-claims.md](../../../docs/paper-claims.md).\n",
+        "Contraction = per-epoch factor of f(y_p) - f*, geometric mean from epoch 3 to the "
+        "end (or to where the gap reaches 1e-12); Theorem 3.6 promises 0.9 with T = O(L/l).\n",
+    ]
     rows = []
     for method, hs in histories.items():
         final = np.median([h[-1, 2] for h in hs])
         bits = np.median([h[-1, 1] for h in hs])
-        reach = [h[np.argmax(h[:, 2] < TARGET), 1] if np.any(h[:, 2] < TARGET) else np.inf
-                 for h in hs]
+        reach = [
+            h[np.argmax(h[:, 2] < TARGET), 1] if np.any(h[:, 2] < TARGET) else np.inf for h in hs
+        ]
         reach = np.median(reach)
-        rows.append([METHODS[method], f"{final:.2e}",
-                     f"{np.median([rate(h) for h in hs]):.3f}",
-                     f"{bits / 8 / 1e6:.2f}", f"{bits / (len(hs[0]) - 1) / 1e6:.2f}",
-                     f"{reach / 1e6:.2f}" if np.isfinite(reach) else "not reached"])
-    lines.append(markdown_table(["method", f"f - f* after {args.epochs} epochs", "contraction / epoch",
-                                 "MB sent in all", "Mbit per epoch",
-                                 f"Mbit to reach f - f* < {TARGET:g}"], rows,
-                                ["---"] + ["--:"] * 5))
+        rows.append(
+            [
+                METHODS[method],
+                f"{final:.2e}",
+                f"{np.median([rate(h) for h in hs]):.3f}",
+                f"{bits / 8 / 1e6:.2f}",
+                f"{bits / (len(hs[0]) - 1) / 1e6:.2f}",
+                f"{reach / 1e6:.2f}" if np.isfinite(reach) else "not reached",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "method",
+                f"f - f* after {args.epochs} epochs",
+                "contraction / epoch",
+                "MB sent in all",
+                "Mbit per epoch",
+                f"Mbit to reach f - f* < {TARGET:g}",
+            ],
+            rows,
+            ["---"] + ["--:"] * 5,
+        )
+    )
     lines.append("\n![QSVRG](qsvrg.png)\n")
     lines.append("\nPer epoch (median over seeds):\n")
     epochs = np.arange(len(histories["svrg"][0]))
     rows = []
-    for e in epochs[::max(1, len(epochs) // 12)]:
-        rows.append([int(e)] + [f"{np.median([h[e, 2] for h in hs if e < len(h)]):.2e}"
-                                for hs in histories.values()])
+    for e in epochs[:: max(1, len(epochs) // 12)]:
+        rows.append(
+            [int(e)]
+            + [f"{np.median([h[e, 2] for h in hs if e < len(h)]):.2e}" for hs in histories.values()]
+        )
     lines.append(markdown_table(["epoch"] + list(METHODS.values()), rows))
     results_path("qsvrg.md").write_text("\n".join(lines))
 
@@ -253,10 +307,22 @@ def plot(histories, problem):
         med = np.median(gaps, axis=0)
         lw, alpha = (3.5, 0.45) if method == "svrg" else (1.5, 1.0)
         for ax, x, first in ((axes[0], np.arange(L), 0), (axes[1], bits / 1e6, 1)):
-            ax.plot(x[first:], med[first:], color=color, ls=ls, lw=lw, alpha=alpha,
-                    label=METHODS[method])
-            ax.fill_between(x[first:], gaps.min(axis=0)[first:], gaps.max(axis=0)[first:],
-                            color=color, alpha=0.15)
+            ax.plot(
+                x[first:],
+                med[first:],
+                color=color,
+                ls=ls,
+                lw=lw,
+                alpha=alpha,
+                label=METHODS[method],
+            )
+            ax.fill_between(
+                x[first:],
+                gaps.min(axis=0)[first:],
+                gaps.max(axis=0)[first:],
+                color=color,
+                alpha=0.15,
+            )
     for ax in axes:
         ax.set_yscale("log")
     axes[0].set_xlabel("epoch (outer iteration; SVRG variants also take one full gradient)")

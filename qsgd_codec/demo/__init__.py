@@ -23,19 +23,23 @@ def configure_launch():
     before ``mpi4py.MPI`` is imported; thread pools already loaded are limited too.
     """
     from qsgd_codec import mpi as qm
+
     ranks = qm.local_ranks() or 1
     for name, value in qm.recommended_env(ranks).items():
         os.environ.setdefault(name, value)
     threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     try:  # NumPy's BLAS was loaded before this ran: limit it in place
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(threads)
     except ImportError:
         pass
     import sys
+
     if "numba" in sys.modules:
         try:
             import numba
+
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         except (ImportError, ValueError, AttributeError):
             pass

@@ -29,6 +29,7 @@ def load_data(comm, seed):
     data = None
     if comm.Get_rank() == 0:
         from sklearn.datasets import load_digits
+
         x, y = load_digits(return_X_y=True)
         data = ((x / 16.0).astype(np.float32), y.astype(np.int64))
     x, y = comm.bcast(data, root=0)
@@ -40,10 +41,12 @@ def load_data(comm, seed):
 
 def init_params(hidden, seed):
     rng = np.random.default_rng([seed, 1])
-    return [(rng.standard_normal((64, hidden)) * np.sqrt(2 / 64)).astype(np.float32),
-            np.zeros(hidden, np.float32),
-            (rng.standard_normal((hidden, 10)) * np.sqrt(1 / hidden)).astype(np.float32),
-            np.zeros(10, np.float32)]
+    return [
+        (rng.standard_normal((64, hidden)) * np.sqrt(2 / 64)).astype(np.float32),
+        np.zeros(hidden, np.float32),
+        (rng.standard_normal((hidden, 10)) * np.sqrt(1 / hidden)).astype(np.float32),
+        np.zeros(10, np.float32),
+    ]
 
 
 def gradients(params, x, y):
@@ -82,6 +85,7 @@ def exchange(grads, codec, min_size, collective, seed, stats):
     float32 Allreduce, as frameworks bucket small tensors (one call instead of one each).
     """
     from qsgd_codec import mpi as qm
+
     out = [None] * len(grads)
     small = []
     for i, g in enumerate(grads):
@@ -90,17 +94,19 @@ def exchange(grads, codec, min_size, collective, seed, stats):
         else:
             small.append(i)
     if small:
-        packed = qm.allreduce_float32(np.concatenate([grads[i].reshape(-1) for i in small]),
-                                      stats=stats)
+        packed = qm.allreduce_float32(
+            np.concatenate([grads[i].reshape(-1) for i in small]), stats=stats
+        )
         offset = 0
         for i in small:
-            out[i] = packed[offset:offset + grads[i].size].reshape(grads[i].shape)
+            out[i] = packed[offset : offset + grads[i].size].reshape(grads[i].shape)
             offset += grads[i].size
     return out
 
 
 def train_one(comm, name, args, data, collective):
     from qsgd_codec import mpi as qm
+
     rank, k = comm.Get_rank(), comm.Get_size()
     xtr, ytr, xte, yte = data
     shard = np.arange(rank, len(ytr), k)
@@ -116,31 +122,45 @@ def train_one(comm, name, args, data, collective):
         order = np.random.default_rng([args.seed, rank, epoch]).permutation(shard)
         losses = []
         for i in range(steps_per_epoch):
-            batch = order[i * args.batch:(i + 1) * args.batch]
+            batch = order[i * args.batch : (i + 1) * args.batch]
             loss, grads = gradients(params, xtr[batch], ytr[batch])
             losses.append(loss)
             averaged = exchange(grads, codec, args.min_size, collective, args.seed, stats)
             for p, g in zip(params, averaged):
                 p -= lr * g
-        history.append({"epoch": epoch + 1, "test_accuracy": accuracy(params, xte, yte),
-                        "train_loss": float(np.mean(losses)),
-                        "bytes_sent": int(stats.total_bytes_sent),
-                        "seconds": time.perf_counter() - t0})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "test_accuracy": accuracy(params, xte, yte),
+                "train_loss": float(np.mean(losses)),
+                "bytes_sent": int(stats.total_bytes_sent),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     digest = hashlib.sha256(b"".join(p.tobytes() for p in params)).hexdigest()
     identical = len(set(comm.allgather(digest))) == 1
-    return {"name": name, "label": RUNS[name][0], "history": history,
-            "final_accuracy": history[-1]["test_accuracy"] if history else float("nan"),
-            "bytes_sent": int(stats.total_bytes_sent),
-            "control_bytes_sent": int(comm.allreduce(stats.control_bytes_sent)),
-            "seconds": time.perf_counter() - t0, "encode_s": stats.encode_s,
-            "comm_s": stats.comm_s, "decode_s": stats.decode_s,
-            "identical_on_all_ranks": identical, "steps": steps_per_epoch * args.epochs}
+    return {
+        "name": name,
+        "label": RUNS[name][0],
+        "history": history,
+        "final_accuracy": history[-1]["test_accuracy"] if history else float("nan"),
+        "bytes_sent": int(stats.total_bytes_sent),
+        "control_bytes_sent": int(comm.allreduce(stats.control_bytes_sent)),
+        "seconds": time.perf_counter() - t0,
+        "encode_s": stats.encode_s,
+        "comm_s": stats.comm_s,
+        "decode_s": stats.decode_s,
+        "identical_on_all_ranks": identical,
+        "steps": steps_per_epoch * args.epochs,
+    }
 
 
 def plot(results, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for res in results:
         h = res["history"]
@@ -154,11 +174,21 @@ def plot(results, path):
     for ax in (left, right):
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=max(0, min(100 * e["test_accuracy"] for r in results
-                                      for e in r["history"][1:] or r["history"]) - 2))
+        ax.set_ylim(
+            bottom=max(
+                0,
+                min(
+                    100 * e["test_accuracy"]
+                    for r in results
+                    for e in r["history"][1:] or r["history"]
+                )
+                - 2,
+            )
+        )
     right.legend(loc="lower right")
-    fig.suptitle("Data-parallel SGD on digits (Algorithm 1), "
-                 f"{results[0]['ranks']} ranks: 32-bit vs QSGD")
+    fig.suptitle(
+        f"Data-parallel SGD on digits (Algorithm 1), {results[0]['ranks']} ranks: 32-bit vs QSGD"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -170,6 +200,7 @@ def run(args):
     from qsgd_codec import mpi as qm
 
     from . import warm_codec
+
     comm = MPI.COMM_WORLD
     rank, k = comm.Get_rank(), comm.Get_size()
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
@@ -182,43 +213,61 @@ def run(args):
     sizes = [p.size for p in init_params(args.hidden, args.seed)]
     quantized = sum(s for s in sizes if s >= args.min_size)
     if rank == 0:
-        print(f"Data-parallel SGD (QSGD Algorithm 1) on scikit-learn digits: {k} ranks, "
-              f"{len(data[1])} training / {len(data[3])} test images")
+        print(
+            f"Data-parallel SGD (QSGD Algorithm 1) on scikit-learn digits: {k} ranks, "
+            f"{len(data[1])} training / {len(data[3])} test images"
+        )
         share = 100 * quantized / sum(sizes)
-        print(f"MLP 64-{args.hidden}-10, {sum(sizes):,} weights, {share:.1f}% "
-              f"in tensors of >= {args.min_size} elements (quantized; the rest float32); "
-              f"{args.epochs} epochs, batch {args.batch} per rank, lr {args.lr}", flush=True)
+        print(
+            f"MLP 64-{args.hidden}-10, {sum(sizes):,} weights, {share:.1f}% "
+            f"in tensors of >= {args.min_size} elements (quantized; the rest float32); "
+            f"{args.epochs} epochs, batch {args.batch} per rank, lr {args.lr}",
+            flush=True,
+        )
     codecs = [RUNS[n][1] for n in names if RUNS[n][1] is not None]
-    warm_codec(comm, [p.shape for p in init_params(args.hidden, args.seed)
-                      if p.size >= args.min_size], codecs)
+    warm_codec(
+        comm,
+        [p.shape for p in init_params(args.hidden, args.seed) if p.size >= args.min_size],
+        codecs,
+    )
     results = []
     for name in names:
         res = train_one(comm, name, args, data, qm.allgather)
         res["ranks"] = k
         results.append(res)
         if rank == 0:
-            print(f"  {res['label']:<28} test accuracy {100 * res['final_accuracy']:6.2f}%  "
-                  f"{res['bytes_sent'] / 1e6:8.2f} MB sent  {res['seconds']:5.1f} s", flush=True)
+            print(
+                f"  {res['label']:<28} test accuracy {100 * res['final_accuracy']:6.2f}%  "
+                f"{res['bytes_sent'] / 1e6:8.2f} MB sent  {res['seconds']:5.1f} s",
+                flush=True,
+            )
     if rank != 0:
         return 0
     base = next((r["bytes_sent"] for r in results if r["name"] == "32bit"), None)
     print()
-    print(f"| run | test accuracy | bytes sent (all ranks) | vs 32-bit | time (s) | "
-          f"encode / comm / decode (s, rank 0) | ranks bit-identical |")
+    print(
+        "| run | test accuracy | bytes sent (all ranks) | vs 32-bit | time (s) | "
+        "encode / comm / decode (s, rank 0) | ranks bit-identical |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{base / r['bytes_sent']:.1f}x less" if base and r["name"] != "32bit" else "1x"
-        print(f"| {r['label']} | {100 * r['final_accuracy']:.2f}% | {r['bytes_sent'] / 1e6:.2f} MB "
-              f"| {ratio} | {r['seconds']:.1f} | {r['encode_s']:.1f} / {r['comm_s']:.1f} / "
-              f"{r['decode_s']:.1f} | {'yes' if r['identical_on_all_ranks'] else 'NO'} |")
-    print("\nBytes: payload all ranks sent.  32-bit is counted as a bandwidth-optimal ring "
-          "Allreduce (2(K-1)/K x 4 bytes per value per rank); QSGD as Algorithm 1's allgather "
-          "((K-1) copies of each rank's message).")
+        print(
+            f"| {r['label']} | {100 * r['final_accuracy']:.2f}% | {r['bytes_sent'] / 1e6:.2f} MB "
+            f"| {ratio} | {r['seconds']:.1f} | {r['encode_s']:.1f} / {r['comm_s']:.1f} / "
+            f"{r['decode_s']:.1f} | {'yes' if r['identical_on_all_ranks'] else 'NO'} |"
+        )
+    print(
+        "\nBytes: payload all ranks sent.  32-bit is counted as a bandwidth-optimal ring "
+        "Allreduce (2(K-1)/K x 4 bytes per value per rank); QSGD as Algorithm 1's allgather "
+        "((K-1) copies of each rank's message)."
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "train.png")
-    (out / "train.json").write_text(json.dumps(
-        {"ranks": k, "args": vars(args), "results": results}, indent=1))
+    (out / "train.json").write_text(
+        json.dumps({"ranks": k, "args": vars(args), "results": results}, indent=1)
+    )
     print(f"wrote {out / 'train.png'} and {out / 'train.json'}")
     if not all(r["identical_on_all_ranks"] for r in results):
         return 1

@@ -8,9 +8,10 @@ import numpy as np
 from mpi4py import MPI
 
 from qsgd_codec import mpi as qm
+from qsgd_codec.adapters.mpi import agreement
 
 comm = MPI.COMM_WORLD
-original = qm._encode_message
+original = agreement._encode_message
 
 
 def corrupting(arr, params, seed):
@@ -20,7 +21,7 @@ def corrupting(arr, params, seed):
 
 
 if comm.Get_rank() == comm.Get_size() - 1:
-    qm._encode_message = corrupting
+    agreement._encode_message = corrupting
 x = np.linspace(-1.0, 1.0, 4096, dtype=np.float32)
 qm.allgather(x, bits=4)
 print("not reached", flush=True)

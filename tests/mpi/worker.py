@@ -19,14 +19,18 @@ from mpi4py import MPI
 
 import qsgd_codec
 from qsgd_codec import mpi as qm
+from qsgd_codec.adapters.mpi import agreement
 
 comm = MPI.COMM_WORLD
 rank, K = comm.Get_rank(), comm.Get_size()
-BAD = K - 1                       # the rank that misbehaves in the error checks
+BAD = K - 1  # the rank that misbehaves in the error checks
 records = []
 
-COLLECTIVES = {"allgather": qm.allgather, "allreduce": qm.allreduce,
-               "parameter_server": qm.parameter_server}
+COLLECTIVES = {
+    "allgather": qm.allgather,
+    "allreduce": qm.allreduce,
+    "parameter_server": qm.parameter_server,
+}
 
 
 def record(check, **fields):
@@ -43,6 +47,7 @@ def digest(a):
 def dtype_of(name):
     if name == "bfloat16":
         import ml_dtypes
+
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
@@ -59,6 +64,7 @@ def data(r, shape, dtype, kind=0, zeros=0.0):
 
 # ----------------------------------------------------------------------------- error bounds
 
+
 def bucket_radius(x64, d, s, scale):
     """|Q(x)_i - x_i| <= r_b / s for element i of bucket b (|x_i| <= r_b, zeta in {l, l+1})."""
     n = x64.size
@@ -66,8 +72,8 @@ def bucket_radius(x64, d, s, scale):
     padded = np.zeros(nb * d)
     padded[:n] = np.abs(x64)
     buckets = padded.reshape(nb, d)
-    r = buckets.max(axis=1) if scale == "max" else np.sqrt((buckets ** 2).sum(axis=1))
-    r = r * (1 + 2.0 ** -22)      # the scale is rounded up to float32
+    r = buckets.max(axis=1) if scale == "max" else np.sqrt((buckets**2).sum(axis=1))
+    r = r * (1 + 2.0**-22)  # the scale is rounded up to float32
     return np.repeat(r / s, d)[:n]
 
 
@@ -76,7 +82,7 @@ def owners(n, d):
     nb = -(-n // d)
     bucket_owner = np.empty(nb, dtype=np.int64)
     for j in range(K):
-        bucket_owner[nb * j // K: nb * (j + 1) // K] = j
+        bucket_owner[nb * j // K : nb * (j + 1) // K] = j
     return np.repeat(bucket_owner, d)[:n]
 
 
@@ -85,7 +91,7 @@ def error_ratio(op, result, inputs, *, levels, d, scale, average, root=0):
     xs = [np.asarray(x, dtype=np.float64).reshape(-1) for x in inputs]
     exact = np.sum(xs, axis=0)
     radii = [bucket_radius(x, d, levels, scale) for x in xs]
-    eps = float(np.finfo(result.dtype).eps) if result.dtype.name != "bfloat16" else 2.0 ** -7
+    eps = float(np.finfo(result.dtype).eps) if result.dtype.name != "bfloat16" else 2.0**-7
     if op == "allgather":
         bound = np.sum(radii, axis=0)
     else:
@@ -94,8 +100,9 @@ def error_ratio(op, result, inputs, *, levels, d, scale, average, root=0):
         for k, rad in enumerate(radii):
             bound += np.where(owner == k, 0.0, rad)
         # the owner re-encodes the mean: its scale is at most max |exact mean| + first bound
-        second = bucket_radius((np.abs(exact) + bound) / (K if average else 1), d, levels,
-                               scale) * (K if average else 1)
+        second = bucket_radius(
+            (np.abs(exact) + bound) / (K if average else 1), d, levels, scale
+        ) * (K if average else 1)
         bound = bound + second
     if average:
         exact, bound = exact / K, bound / K
@@ -117,9 +124,14 @@ SETTINGS = [
 def check_identical_and_bounded():
     """Every collective, several settings, dtypes and shapes: same bytes everywhere, bounded."""
     cases = [((3000,), "float32", s) for s in SETTINGS]
-    cases += [((7, 13, 11), "float64", SETTINGS[1]), ((1200,), "float16", SETTINGS[0]),
-              ((999,), "bfloat16", SETTINGS[2]), ((5,), "float32", SETTINGS[1]),
-              ((), "float32", SETTINGS[0]), ((0,), "float32", SETTINGS[1])]
+    cases += [
+        ((7, 13, 11), "float64", SETTINGS[1]),
+        ((1200,), "float16", SETTINGS[0]),
+        ((999,), "bfloat16", SETTINGS[2]),
+        ((5,), "float32", SETTINGS[1]),
+        ((), "float32", SETTINGS[0]),
+        ((0,), "float32", SETTINGS[1]),
+    ]
     for shape, dtype, (name, kw) in cases:
         inputs = [data(r, shape, dtype, kind=1) for r in range(K)]
         levels = kw.get("levels") or (1 << (kw["bits"] - 1)) - 1
@@ -127,20 +139,45 @@ def check_identical_and_bounded():
             for average in (True, False) if shape == (3000,) and name == "8bit-b512" else (True,):
                 stats = qm.Stats()
                 y = fn(inputs[rank], average=average, stats=stats, **kw)
-                ratio = error_ratio(op, y, inputs, levels=levels, d=kw["bucket_size"],
-                                      scale=kw.get("scale", "max"), average=average)
-                record("identical", op=op, setting=name, shape=list(shape), dtype=dtype,
-                       average=average, digest=digest(y), out_dtype=y.dtype.name,
-                       out_shape=list(y.shape), ratio=ratio,
-                       stats=stats.last.as_dict())
+                ratio = error_ratio(
+                    op,
+                    y,
+                    inputs,
+                    levels=levels,
+                    d=kw["bucket_size"],
+                    scale=kw.get("scale", "max"),
+                    average=average,
+                )
+                record(
+                    "identical",
+                    op=op,
+                    setting=name,
+                    shape=list(shape),
+                    dtype=dtype,
+                    average=average,
+                    digest=digest(y),
+                    out_dtype=y.dtype.name,
+                    out_shape=list(y.shape),
+                    ratio=ratio,
+                    stats=stats.last.as_dict(),
+                )
         y = qm.allreduce_float32(inputs[rank], stats=(stats := qm.Stats()))
         exact = np.mean([np.asarray(x, np.float64) for x in inputs], axis=0)
-        record("identical", op="allreduce_float32", setting=name, shape=list(shape),
-               dtype=dtype, average=True, digest=digest(y), out_dtype=y.dtype.name,
-               out_shape=list(y.shape),
-               rel_error=float(np.max(np.abs(y.astype(np.float64) - exact))
-                               / np.max(np.abs(exact))) if y.size else 0.0,
-               stats=stats.last.as_dict())
+        record(
+            "identical",
+            op="allreduce_float32",
+            setting=name,
+            shape=list(shape),
+            dtype=dtype,
+            average=True,
+            digest=digest(y),
+            out_dtype=y.dtype.name,
+            out_shape=list(y.shape),
+            rel_error=float(np.max(np.abs(y.astype(np.float64) - exact)) / np.max(np.abs(exact)))
+            if y.size
+            else 0.0,
+            stats=stats.last.as_dict(),
+        )
 
 
 def check_elias_lengths():
@@ -157,7 +194,7 @@ def check_elias_lengths():
 def check_seeds():
     """Derived seeds decorrelate ranks and steps; derive_seeds=False reproduces encode()."""
     kw = dict(bits=2, bucket_size=128)
-    x = data(0, (20000,), "float32", kind=3)          # the same input on every rank
+    x = data(0, (20000,), "float32", kind=3)  # the same input on every rank
     x64 = x.astype(np.float64)
     single = qsgd_codec.decode(qsgd_codec.encode(x, seed=7, **kw)).astype(np.float64)
     rms_single = float(np.sqrt(np.mean((single - x64) ** 2)))
@@ -165,14 +202,20 @@ def check_seeds():
     steps = 32
     acc = np.zeros_like(x64)
     rms_step = []
-    for _ in range(steps):                            # step=None: the counter on comm
+    for _ in range(steps):  # step=None: the counter on comm
         y = qm.allgather(x, seed=7, **kw).astype(np.float64)
         rms_step.append(float(np.sqrt(np.mean((y - x64) ** 2))))
         acc += y
     rms_avg = float(np.sqrt(np.mean((acc / steps - x64) ** 2)))
-    record("seeds", same_as_encode=bool(np.array_equal(same, single.astype(np.float32))),
-           rms_single=rms_single, rms_step=float(np.mean(rms_step)), rms_avg=rms_avg,
-           steps=steps, digest=digest(acc))
+    record(
+        "seeds",
+        same_as_encode=bool(np.array_equal(same, single.astype(np.float32))),
+        rms_single=rms_single,
+        rms_step=float(np.mean(rms_step)),
+        rms_avg=rms_avg,
+        steps=steps,
+        digest=digest(acc),
+    )
 
 
 def mangle(msg, how):
@@ -204,31 +247,45 @@ def expect_error(check, fn, **fields):
 
 def check_corrupt():
     """One bad message -> the same QSGDError subclass on every rank, then business as usual."""
-    original = qm._encode_message
+    original = agreement._encode_message
     step = 1000
     x = data(rank, (2500,), "float32", kind=5)
     # (case, op, whose encode goes wrong, phase, how, expected class)
     cases = [
         ("allgather-flip", "allgather", BAD, qm.PHASE_CONTRIBUTION, "flip", "ChecksumError"),
         ("allgather-magic", "allgather", BAD, qm.PHASE_CONTRIBUTION, "magic", "BadMagicError"),
-        ("allgather-truncate", "allgather", BAD, qm.PHASE_CONTRIBUTION, "truncate",
-         "TruncatedError"),
-        ("allgather-shape", "allgather", BAD, qm.PHASE_CONTRIBUTION, "shape",
-         "CorruptDataError"),
+        (
+            "allgather-truncate",
+            "allgather",
+            BAD,
+            qm.PHASE_CONTRIBUTION,
+            "truncate",
+            "TruncatedError",
+        ),
+        ("allgather-shape", "allgather", BAD, qm.PHASE_CONTRIBUTION, "shape", "CorruptDataError"),
         # only rank 0 receives chunk 0 from BAD: the other ranks learn of it by agreement
-        ("allreduce-scatter-flip", "allreduce", BAD, qm.PHASE_CONTRIBUTION, "flip",
-         "ChecksumError"),
+        (
+            "allreduce-scatter-flip",
+            "allreduce",
+            BAD,
+            qm.PHASE_CONTRIBUTION,
+            "flip",
+            "ChecksumError",
+        ),
         ("allreduce-gather-flip", "allreduce", BAD, qm.PHASE_AGGREGATE, "flip", "ChecksumError"),
-        ("ps-worker-flip", "parameter_server", BAD, qm.PHASE_CONTRIBUTION, "flip",
-         "ChecksumError"),
-        ("ps-root-truncate", "parameter_server", 0, qm.PHASE_AGGREGATE, "truncate",
-         "TruncatedError"),
+        ("ps-worker-flip", "parameter_server", BAD, qm.PHASE_CONTRIBUTION, "flip", "ChecksumError"),
+        (
+            "ps-root-truncate",
+            "parameter_server",
+            0,
+            qm.PHASE_AGGREGATE,
+            "truncate",
+            "TruncatedError",
+        ),
         ("allgather-raise", "allgather", BAD, qm.PHASE_CONTRIBUTION, "raise", "QSGDError"),
         # a byte count no encoder could produce is refused before anything is allocated
-        ("allgather-oversize", "allgather", BAD, qm.PHASE_CONTRIBUTION, "oversize",
-         "LengthError"),
-        ("allreduce-oversize", "allreduce", BAD, qm.PHASE_AGGREGATE, "oversize",
-         "LengthError"),
+        ("allgather-oversize", "allgather", BAD, qm.PHASE_CONTRIBUTION, "oversize", "LengthError"),
+        ("allreduce-oversize", "allreduce", BAD, qm.PHASE_AGGREGATE, "oversize", "LengthError"),
     ]
     for case, op, who, phase, how, expected in cases:
         step += 1
@@ -244,19 +301,24 @@ def check_corrupt():
             return mangle(original(arr, params, seed), how)
 
         if rank == who:
-            qm._encode_message = encode
+            agreement._encode_message = encode
         try:
-            expect_error("corrupt", lambda: COLLECTIVES[op](x, bits=4, step=step),
-                         case=case, expected=expected)
+            expect_error(
+                "corrupt",
+                lambda: COLLECTIVES[op](x, bits=4, step=step),
+                case=case,
+                expected=expected,
+            )
         finally:
-            qm._encode_message = original
+            agreement._encode_message = original
     # NaN input on one rank: the encoder refuses it there, every rank raises NonFiniteError
     bad_x = x.copy()
     if rank == BAD:
         bad_x[17] = np.nan
     for op, fn in COLLECTIVES.items():
-        expect_error("corrupt", lambda fn=fn: fn(bad_x, bits=4), case=f"{op}-nan",
-                     expected="NonFiniteError")
+        expect_error(
+            "corrupt", lambda fn=fn: fn(bad_x, bits=4), case=f"{op}-nan", expected="NonFiniteError"
+        )
 
 
 def check_mismatch():
@@ -271,18 +333,23 @@ def check_mismatch():
         ("step", "allgather", dict(bits=4, step=5 if bad else 6), x, "step"),
         ("root", "parameter_server", dict(bits=4, root=1 if bad else 0), x, "root"),
         ("seed", "allgather", dict(bits=4, seed=1 if bad else 2), x, "seed"),
-        ("invalid-on-one-rank", "allgather", dict(bucket_size=0 if bad else 512), x,
-         "bucket_size"),
+        ("invalid-on-one-rank", "allgather", dict(bucket_size=0 if bad else 512), x, "bucket_size"),
         ("float32-shape", "allreduce_float32", {}, x[:10] if bad else x, "shape"),
         # ranks inside different collectives: the first exchange has one length for all
         ("different-collectives", "allreduce" if bad else "allgather", dict(bits=4), x, "op"),
-        ("different-collectives-float32", "parameter_server" if bad else "allreduce_float32",
-         {}, x, "op"),
+        (
+            "different-collectives-float32",
+            "parameter_server" if bad else "allreduce_float32",
+            {},
+            x,
+            "op",
+        ),
     ]
     fns = dict(COLLECTIVES, allreduce_float32=qm.allreduce_float32)
     for case, op, kw, arr, key in cases:
-        expect_error("mismatch", lambda op=op, kw=kw, arr=arr: fns[op](arr, **kw), case=case,
-                     key=key)
+        expect_error(
+            "mismatch", lambda op=op, kw=kw, arr=arr: fns[op](arr, **kw), case=case, key=key
+        )
 
 
 class FakeDeviceArray:
@@ -290,9 +357,13 @@ class FakeDeviceArray:
 
     def __init__(self, a):
         self._a = a
-        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
-                                         "data": (a.ctypes.data, False), "strides": None,
-                                         "version": 3}
+        self.__cuda_array_interface__ = {
+            "shape": a.shape,
+            "typestr": a.dtype.str,
+            "data": (a.ctypes.data, False),
+            "strides": None,
+            "version": 3,
+        }
 
 
 def check_device():
@@ -301,17 +372,30 @@ def check_device():
     for op, fn in COLLECTIVES.items():
         host = fn(x, bits=4, step=77)
         dev = fn(FakeDeviceArray(x), bits=4, step=77)
-        record("device", op=op, equal=bool(np.array_equal(host, dev)), digest=digest(dev),
-               kind=type(dev).__name__)
+        record(
+            "device",
+            op=op,
+            equal=bool(np.array_equal(host, dev)),
+            digest=digest(dev),
+            kind=type(dev).__name__,
+        )
 
 
 def main():
     out = Path(sys.argv[1])
-    groups = sys.argv[2].split(",") if len(sys.argv) > 2 else [
-        "identical", "elias", "seeds", "corrupt", "mismatch"]
-    checks = {"identical": check_identical_and_bounded, "elias": check_elias_lengths,
-              "seeds": check_seeds, "corrupt": check_corrupt, "mismatch": check_mismatch,
-              "device": check_device}
+    groups = (
+        sys.argv[2].split(",")
+        if len(sys.argv) > 2
+        else ["identical", "elias", "seeds", "corrupt", "mismatch"]
+    )
+    checks = {
+        "identical": check_identical_and_bounded,
+        "elias": check_elias_lengths,
+        "seeds": check_seeds,
+        "corrupt": check_corrupt,
+        "mismatch": check_mismatch,
+        "device": check_device,
+    }
     timings = {}
     for group in groups:
         t = time.perf_counter()
