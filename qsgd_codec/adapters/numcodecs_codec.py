@@ -38,7 +38,7 @@ __all__ = ["QSGD", "ZarrQSGD"]  # noqa: F822 - ZarrQSGD comes from __getattr__ b
 _CONFIG_KEYS = ("levels", "bucket_size", "scale", "coding", "seed", "checksum")
 
 
-class QSGD(Codec):
+class QSGD(wire.ParamsAttributes, Codec):
     """numcodecs codec for QSGD gradient compression (spec/wire-format.md).
 
     Parameters
@@ -104,13 +104,6 @@ class QSGD(Codec):
                     f"max_buffer_size must be a positive integer, got {max_buffer_size!r}"
                 )
             self.max_buffer_size = max_buffer_size
-
-    levels = property(lambda self: self.params.levels)
-    bucket_size = property(lambda self: self.params.bucket_size)
-    scale = property(lambda self: self.params.scale)
-    coding = property(lambda self: self.params.coding)
-    seed = property(lambda self: self.params.seed)
-    checksum = property(lambda self: self.params.checksum)
 
     # -------------------------------------------------------------- config, equality, repr
 

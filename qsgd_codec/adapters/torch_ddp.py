@@ -58,7 +58,7 @@ def message_seed(seed: int, rank: int, step: int, bucket: int, index: int) -> in
     return derive_seed(seed, rank, step, PHASE_CONTRIBUTION, (bucket << 32) | index)
 
 
-class QSGDState:
+class QSGDState(wire.ParamsAttributes):
     """Configuration and checkpointable state of :func:`qsgd_hook`.
 
     Parameters
@@ -136,13 +136,6 @@ class QSGDState:
         self.bytes_uncompressed = 0
         self.messages_compressed = 0
         self.tensors_uncompressed = 0
-
-    levels = property(lambda self: self.params.levels)
-    bucket_size = property(lambda self: self.params.bucket_size)
-    scale = property(lambda self: self.params.scale)
-    coding = property(lambda self: self.params.coding)
-    seed = property(lambda self: self.params.seed)
-    checksum = property(lambda self: self.params.checksum)
 
     @property
     def compression_ratio(self) -> float:

@@ -28,6 +28,7 @@ from .header import (  # noqa: F401
 )
 from .params import (  # noqa: F401
     EncodeParams,
+    ParamsAttributes,
     bfloat16_dtype,
     bits_dtype,
     dtype_name,

@@ -130,6 +130,19 @@ class EncodeParams:
         return cls.from_options(**config)
 
 
+class ParamsAttributes:
+    """Read-only ``levels``, ``bucket_size``, ``scale``, ``coding``, ``seed`` and ``checksum``
+    attributes for a class that keeps its :class:`EncodeParams` in ``self.params`` (the
+    adapters' configuration objects)."""
+
+    levels = property(lambda self: self.params.levels)
+    bucket_size = property(lambda self: self.params.bucket_size)
+    scale = property(lambda self: self.params.scale)
+    coding = property(lambda self: self.params.coding)
+    seed = property(lambda self: self.params.seed)
+    checksum = property(lambda self: self.params.checksum)
+
+
 #: the API's keywords to :class:`EncodeParams` (``None`` = default)
 encode_params = EncodeParams.from_options
 
